@@ -1,0 +1,164 @@
+"""The interface shared by all readers: lazy, per-process HDF5 access to trajectories.
+
+A *trajectory* is a sequence of ``T`` frames of ``C`` field channels at ``N`` points with
+coordinates ``(N, d)``. Readers keep only metadata (shapes, names) in memory and read the slices
+asked for, so memory does not grow with the file size. The HDF5 handle is opened on first use in
+each process: a DataLoader worker (forked or spawned) opens its own handle instead of sharing
+its parent's, which HDF5 does not support.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from upt_lightning.data.validation import DataError, DataFileNotFoundError, check_finite
+
+
+class TrajectorySource:
+    """Base class of the readers; subclasses implement the ``_read_*`` methods and ``_inspect``.
+
+    Subclasses set in ``_inspect``: ``_field_spec`` {name: channels}, ``_steps`` (T per
+    trajectory), ``_points`` (N per trajectory), ``grid_shape`` (tuple, or None for meshes) and
+    ``coord_dim``.
+    """
+
+    layout: str = ""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataFileNotFoundError(f"data file {self.path} does not exist; check the path")
+        if not h5py.is_hdf5(self.path):
+            raise DataError(f"{self.path} is not an HDF5 file; give a PDEBench or upt_mesh .h5 file")
+        self._handle: h5py.File | None = None
+        self._pid: int | None = None
+        self._field_spec: dict[str, int] = {}
+        self._steps: list[int] = []
+        self._points: list[int] = []
+        self.grid_shape: tuple[int, ...] | None = None
+        self.coord_dim = 0
+        self._inspect(self._file())
+        if not self._steps:
+            raise DataError(f"{self.path} holds 0 trajectories; a data file needs at least one")
+        if self.num_channels == 0:
+            raise DataError(f"{self.path}: the data has 0 field channels; it needs at least one")
+        if min(self._points) == 0:
+            raise DataError(f"{self.path}: trajectory {self._points.index(0)} has 0 points")
+        if min(self._steps) == 0:
+            raise DataError(f"{self.path}: trajectory {self._steps.index(0)} has 0 time steps")
+
+    def _inspect(self, file: h5py.File) -> None:
+        raise NotImplementedError
+
+    def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
+        """Frames ``t_indices`` (sorted, unique) of ``traj`` as an array ``(len, N, C)``."""
+        raise NotImplementedError
+
+    def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
+        """Point coordinates of ``traj``, ``(N, d)``."""
+        raise NotImplementedError
+
+    def _read_times(self, file: h5py.File, traj: int) -> np.ndarray:
+        """Times of the frames of ``traj``, ``(T,)``."""
+        raise NotImplementedError
+
+    def _file(self) -> h5py.File:
+        # A handle inherited through fork belongs to the parent; HDF5 handles must not be shared.
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._handle
+
+    def close(self) -> None:
+        """Close this process's handle; the next read opens a new one."""
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+        self._pid = None
+
+    def __enter__(self) -> TrajectorySource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, trajectories={self.num_trajectories}, "
+            f"fields={self._field_spec}, grid_shape={self.grid_shape})"
+        )
+
+    @property
+    def num_trajectories(self) -> int:
+        return len(self._steps)
+
+    @property
+    def field_spec(self) -> dict[str, int]:
+        """Ordered ``{field_name: channels}``; the channel axis of frames follows this order."""
+        return dict(self._field_spec)
+
+    @property
+    def field_names(self) -> list[str]:
+        return list(self._field_spec)
+
+    @property
+    def num_channels(self) -> int:
+        return sum(self._field_spec.values())
+
+    def num_steps(self, traj: int) -> int:
+        """Number of frames ``T`` of trajectory ``traj``."""
+        return self._steps[self._check_traj(traj)]
+
+    def num_points(self, traj: int) -> int:
+        """Number of points ``N`` of trajectory ``traj``."""
+        return self._points[self._check_traj(traj)]
+
+    def times(self, traj: int) -> torch.Tensor:
+        """Times of the frames of ``traj`` as read from the file, float64 ``(T,)``."""
+        values = torch.from_numpy(np.asarray(self._read_times(self._file(), self._check_traj(traj)), np.float64))
+        check_finite(values, f"{self.path}: times of trajectory {traj}")
+        return values
+
+    def coords(self, traj: int) -> torch.Tensor:
+        """Point coordinates of ``traj``, float32 ``(N, d)``."""
+        values = torch.from_numpy(np.asarray(self._read_coords(self._file(), self._check_traj(traj)), np.float32))
+        check_finite(values, f"{self.path}: coordinates of trajectory {traj}")
+        return values
+
+    def frames(self, traj: int, t_indices: Sequence[int]) -> torch.Tensor:
+        """Frames ``t_indices`` (any order, repeats allowed) of ``traj``, float32 ``(len, N, C)``."""
+        traj = self._check_traj(traj)
+        requested = np.asarray(list(t_indices), dtype=np.int64)
+        steps = self._steps[traj]
+        if requested.size == 0 or requested.min() < 0 or requested.max() >= steps:
+            raise IndexError(
+                f"frame indices {requested.tolist()} out of range for trajectory {traj} "
+                f"with {steps} time steps (valid: 0..{steps - 1})"
+            )
+        # h5py reads only increasing, unique index lists; reorder after the read.
+        unique, inverse = np.unique(requested, return_inverse=True)
+        values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()), np.float32)
+        result = torch.from_numpy(values[inverse])
+        where = f"{self.path}: trajectory {traj}, frames {requested.tolist()}"
+        check_finite(result, where)
+        return result
+
+    def _check_traj(self, traj: int) -> int:
+        traj = int(traj)
+        if not 0 <= traj < self.num_trajectories:
+            raise IndexError(
+                f"trajectory {traj} out of range: {self.path} has {self.num_trajectories} trajectories"
+            )
+        return traj
