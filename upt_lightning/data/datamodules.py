@@ -1,0 +1,195 @@
+"""LightningDataModules over trajectory files: grids (PDEBench layouts) and meshes (upt_mesh).
+
+Trajectories are split into train/val/test by a seeded permutation of their ids, so no
+trajectory is in two splits. Normalisation statistics come from the train split only. Batches
+hold raw physical values: the LightningModules normalise with ``stats`` and keep it in their
+checkpoints, so a loaded model maps raw fields to raw predictions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from upt_lightning.data.collate import collate_mesh_windows, collate_windows
+from upt_lightning.data.datasets import TrajectoryWindows
+from upt_lightning.data.readers import open_source
+from upt_lightning.data.readers.base import TrajectorySource
+from upt_lightning.data.split_stats import check_split, compute_stats, split_trajectories
+from upt_lightning.data.validation import DataError, DataFileNotFoundError
+
+
+class TrajectoryDataModule(L.LightningDataModule):
+    """Shared logic of :class:`GridDataModule` and :class:`MeshDataModule`.
+
+    ``train_dataloader`` yields windows of ``train_horizon`` steps, shuffled. ``val_dataloader``
+    and ``test_dataloader`` return ``[one-step loader, rollout loader]``: next-step windows over
+    the split, and one window of ``rollout_horizon`` steps per trajectory from ``rollout_start``.
+    Frames are ``frame_stride`` file steps apart; windows start every ``window_stride`` frames.
+    """
+
+    is_mesh = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layout: str = "auto",
+        generate: str | None = None,
+        generate_options: dict | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        train_horizon: int = 1,
+        rollout_horizon: int = 10,
+        frame_stride: int = 1,
+        window_stride: int = 1,
+        rollout_start: int = 0,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        max_stat_trajectories: int = 64,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("train_horizon", train_horizon),
+                            ("rollout_horizon", rollout_horizon), ("frame_stride", frame_stride),
+                            ("window_stride", window_stride), ("max_stat_trajectories", max_stat_trajectories)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if num_workers < 0 or rollout_start < 0:
+            raise ValueError(f"num_workers and rollout_start must be >= 0, got {num_workers}, {rollout_start}")
+        self.save_hyperparameters()
+        self.path = Path(path)
+        self.split = check_split(split)
+        self.source: TrajectorySource | None = None
+        self._stats: dict[str, torch.Tensor] | None = None
+
+    def prepare_data(self) -> None:
+        """Generate the file with ``generate_dataset`` when it is missing and ``generate`` is set."""
+        if self.path.exists():
+            return
+        if self.hparams.generate is None:
+            raise DataFileNotFoundError(
+                f"data file {self.path} does not exist; point path at an existing file, or set "
+                "generate=<name of a built-in dataset> (see upt_lightning.data.generate) to create it"
+            )
+        from upt_lightning.data.generate import generate_dataset
+
+        generate_dataset(self.hparams.generate, self.path, **(self.hparams.generate_options or {}))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the file, split trajectories, compute train statistics and build the datasets."""
+        if self.source is not None:
+            return
+        if not self.path.exists():
+            raise DataFileNotFoundError(
+                f"data file {self.path} does not exist; call prepare_data() (with generate set) first"
+            )
+        source = open_source(self.path, self.hparams.layout)
+        self._check_kind(source)
+        hp = self.hparams
+        self.train_trajectories, self.val_trajectories, self.test_trajectories = split_trajectories(
+            source.num_trajectories, self.split, hp.split_seed
+        )
+        windows = dict(stride=hp.window_stride, frame_stride=hp.frame_stride)
+        self.train_set = TrajectoryWindows(source, self.train_trajectories, hp.train_horizon, **windows)
+        self.eval_sets = {
+            name: [
+                TrajectoryWindows(source, ids, 1, **windows),
+                TrajectoryWindows(source, ids, hp.rollout_horizon, 1, hp.frame_stride, hp.rollout_start, 1),
+            ]
+            for name, ids in (("val", self.val_trajectories), ("test", self.test_trajectories))
+        }
+        train = self.train_trajectories
+        picked = min(hp.max_stat_trajectories, len(train))
+        # Evenly spaced over the train ids so a sorted file (e.g. a parameter sweep) is covered.
+        self._stats = compute_stats(source, [train[i * len(train) // picked] for i in range(picked)])
+        times = source.times(train[0])
+        self._dt = float(times[hp.frame_stride] - times[0])
+        # Workers fork from here; closing keeps the parent's handle out of their address space.
+        source.close()
+        self.source = source
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    def _check_kind(self, source: TrajectorySource) -> None:
+        if self.is_mesh and source.grid_shape is not None:
+            raise DataError(f"{self.path} is a grid file (layout {source.layout!r}); use GridDataModule")
+        if not self.is_mesh and source.grid_shape is None:
+            raise DataError(f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule")
+
+    def _loaded(self) -> TrajectorySource:
+        if self.source is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not run; call setup() first")
+        return self.source
+
+    @property
+    def field_spec(self) -> dict[str, int]:
+        return self._loaded().field_spec
+
+    @property
+    def field_names(self) -> list[str]:
+        return self._loaded().field_names
+
+    @property
+    def num_channels(self) -> int:
+        return self._loaded().num_channels
+
+    @property
+    def grid_shape(self) -> tuple[int, ...] | None:
+        return self._loaded().grid_shape
+
+    @property
+    def coord_dim(self) -> int:
+        return self._loaded().coord_dim
+
+    @property
+    def dt(self) -> float:
+        """Time between consecutive frames of a window (file spacing times ``frame_stride``)."""
+        self._loaded()
+        return self._dt
+
+    @property
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Train-split ``field_mean``, ``field_std`` (C,) and ``coord_min``, ``coord_max`` (d,)."""
+        self._loaded()
+        return {key: value.clone() for key, value in self._stats.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        self._loaded()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        self._loaded()
+        return [self._loader(dataset, shuffle=False) for dataset in self.eval_sets["val"]]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        self._loaded()
+        return [self._loader(dataset, shuffle=False) for dataset in self.eval_sets["test"]]
+
+    def _loader(self, dataset: TrajectoryWindows, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams.pin_memory,
+            collate_fn=collate_mesh_windows if self.is_mesh else collate_windows,
+        )
+
+
+class GridDataModule(TrajectoryDataModule):
+    """Grid trajectories (PDEBench 1D, per-sample groups, CFD); batches carry no mask."""
+
+
+class MeshDataModule(TrajectoryDataModule):
+    """Mesh trajectories (``upt_mesh`` layout); batches are padded and carry ``mask`` (B, N)."""
+
+    is_mesh = True
