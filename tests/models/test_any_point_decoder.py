@@ -1,0 +1,102 @@
+"""AnyPointDecoder: shapes, chunking, query independence, gradients through a frozen decoder, memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from upt_lightning.models import AnyPointDecoder, saved_tensor_bytes
+
+SPEC = {"u": 1, "vel": 2}
+
+
+def build(**kwargs):
+    options = dict(dim=16, depth=2, num_heads=2, num_frequencies=4) | kwargs
+    return AnyPointDecoder(SPEC, coord_dim=2, latent_dim=6, **options)
+
+
+def frozen(decoder):
+    for parameter in decoder.parameters():
+        parameter.requires_grad_(False)
+    return decoder
+
+
+def build_like(decoder, chunk_size):
+    copy = build(chunk_size=chunk_size)
+    copy.load_state_dict(decoder.state_dict())
+    return copy
+
+
+@pytest.mark.parametrize("coord_dim", [1, 2])
+def test_output_is_dict_in_field_order_with_shapes(coord_dim):
+    decoder = AnyPointDecoder(SPEC, coord_dim=coord_dim, latent_dim=6, dim=16, num_heads=2)
+    out = decoder(torch.rand(3, 11, coord_dim), torch.randn(3, 4, 6))
+    assert list(out) == ["u", "vel"]
+    assert out["u"].shape == (3, 11, 1) and out["vel"].shape == (3, 11, 2)
+
+
+def test_chunked_equals_unchunked():
+    decoder = build()
+    points, latent = torch.rand(2, 103, 2), torch.randn(2, 5, 6)
+    with torch.no_grad():
+        full = decoder(points, latent)
+        by_argument = decoder(points, latent, chunk_size=16)
+        by_attribute = build_like(decoder, chunk_size=10)(points, latent)
+    for name in SPEC:
+        torch.testing.assert_close(by_argument[name], full[name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(by_attribute[name], full[name], rtol=0, atol=1e-5)
+
+
+def test_queries_are_independent():
+    decoder = build()
+    points, latent = torch.rand(2, 64, 2), torch.randn(2, 5, 6)
+    subset = torch.tensor([5, 0, 63, 17, 18])
+    full = decoder(points, latent)
+    part = decoder(points[:, subset], latent)
+    for name in SPEC:
+        torch.testing.assert_close(part[name], full[name][:, subset], rtol=0, atol=1e-5)
+
+
+def test_output_depends_on_latent_and_position():
+    decoder = build()
+    points, latent = torch.rand(1, 8, 2), torch.randn(1, 5, 6)
+    base = decoder(points, latent)["u"]
+    assert (decoder(points, latent + 0.5)["u"] - base).abs().max() > 1e-4
+    assert (base[0, 1:] - base[0, :1]).abs().max() > 1e-4
+
+
+def test_gradients_flow_through_frozen_decoder_and_match_finite_differences():
+    decoder = frozen(build(dim=8, depth=1, num_frequencies=2)).double()
+    points = torch.rand(1, 4, 2, dtype=torch.float64, requires_grad=True)
+    latent = torch.randn(1, 3, 6, dtype=torch.float64, requires_grad=True)
+    out = decoder(points, latent)
+    (out["u"].square().sum() + out["vel"].sum()).backward()
+    assert latent.grad.abs().sum() > 0 and points.grad.abs().sum() > 0
+    assert all(parameter.grad is None for parameter in decoder.parameters())
+    assert torch.autograd.gradcheck(lambda p, z: decoder(p, z)["vel"], (points, latent))
+
+
+def test_backward_memory_halves_with_half_the_queries():
+    decoder = frozen(build(dim=16, depth=2, num_heads=2, num_frequencies=4))
+    latent = torch.randn(2, 8, 6, requires_grad=True)
+
+    def saved(num_queries):
+        points = torch.rand(2, num_queries, 2)
+        return saved_tensor_bytes(lambda: decoder(points, latent))
+
+    full, half = saved(4096), saved(2048)
+    # Per query at least the query embedding (dim floats) is kept for backward.
+    assert full > 2 * 4096 * 16 * 4
+    assert half / full <= 0.55
+
+
+def test_bad_inputs_are_clear_errors():
+    decoder = build()
+    with pytest.raises(ValueError, match=r"points must have shape \(B, N, 2\)"):
+        decoder(torch.rand(2, 10, 3), torch.randn(2, 5, 6))
+    with pytest.raises(ValueError, match=r"latent must have shape \(2, N, 6\)"):
+        decoder(torch.rand(2, 10, 2), torch.randn(3, 5, 6))
+    with pytest.raises(ValueError, match="points contains 1 NaN"):
+        decoder(torch.tensor([[[0.5, float("nan")]]]), torch.randn(1, 5, 6))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        decoder(torch.rand(1, 10, 2), torch.randn(1, 5, 6), chunk_size=0)

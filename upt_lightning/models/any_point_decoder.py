@@ -1,0 +1,80 @@
+"""Perceiver decoder: evaluate the fields at any query points from the latent tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from upt_lightning.fields import validate_field_spec
+from upt_lightning.models.attention import Mlp
+from upt_lightning.models.blocks import CrossAttentionBlock
+from upt_lightning.models.embeddings import FourierFeatures
+from upt_lightning.models.validation import check_finite, check_heads, check_points_tensor, check_positive_int
+
+
+class AnyPointDecoder(nn.Module):
+    """Decode ``latent (B, T, latent_dim)`` at ``points (B, Q, coord_dim)`` into ``{name: (B, Q, C_f)}``.
+
+    Query positions get Fourier features (frequencies ``2 pi 2^k``, ``k < num_frequencies``) and an
+    MLP embedding, then ``depth`` cross-attention layers to the projected latent tokens and one
+    linear head per field. Queries never attend to each other: any subset of points can be
+    decoded, rows do not depend on the other queries and the cost is linear in ``Q``.
+
+    With ``chunk_size`` set (argument of ``forward``, else the attribute) and ``Q > chunk_size``
+    the queries are decoded in chunks and concatenated; the values equal the unchunked path and,
+    under ``torch.no_grad``, memory is bounded by the chunk.
+    """
+
+    def __init__(
+        self,
+        field_channels: Mapping[str, int],
+        coord_dim: int,
+        latent_dim: int,
+        dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        num_frequencies: int = 8,
+        mlp_ratio: float = 4.0,
+        chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.field_channels = validate_field_spec(field_channels)
+        self.coord_dim = check_positive_int("coord_dim", coord_dim)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        check_heads(dim, num_heads)
+        self.dim = dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.num_frequencies = num_frequencies
+        self.mlp_ratio = mlp_ratio
+        self.chunk_size = None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+
+        self.query_features = FourierFeatures(self.coord_dim, num_frequencies)
+        self.query_embed = Mlp(self.query_features.out_dim, dim, dim)
+        self.latent_proj = nn.Linear(latent_dim, dim)
+        self.blocks = nn.ModuleList(CrossAttentionBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.heads = nn.ModuleList(nn.Linear(dim, channels) for channels in self.field_channels.values())
+
+    def _decode(self, points: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``(B, Q, coord_dim)`` and projected latent ``(B, T, dim)`` -> features ``(B, Q, dim)``."""
+        x = self.query_embed(self.query_features(points))
+        for block in self.blocks:
+            x = block(x, context)
+        return self.norm(x)
+
+    def forward(
+        self, points: torch.Tensor, latent: torch.Tensor, chunk_size: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        check_points_tensor("points", points, self.coord_dim)
+        check_points_tensor("latent", latent, self.latent_dim, batch=points.shape[0])
+        check_finite("points", points)
+        chunk = self.chunk_size if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+        context = self.latent_proj(latent)
+        if chunk is None or points.shape[1] <= chunk:
+            features = self._decode(points, context)
+        else:
+            features = torch.cat([self._decode(part, context) for part in points.split(chunk, dim=1)], dim=1)
+        return {name: head(features) for name, head in zip(self.field_channels, self.heads)}
