@@ -1,0 +1,14 @@
+"""Plain ``nn.Module`` models of the UPT pipeline; they know nothing of Lightning.
+
+``GridEncoder`` / ``MeshEncoder`` map physical fields to latent tokens ``(B, T, latent_dim)``,
+``LatentOperator`` advances the latent by one time step, ``AnyPointDecoder`` evaluates the fields
+at any query points.
+"""
+
+from upt_lightning.models.any_point_decoder import AnyPointDecoder
+from upt_lightning.models.grid_encoder import GridEncoder
+from upt_lightning.models.latent_operator import LatentOperator
+from upt_lightning.models.memory import saved_tensor_bytes
+from upt_lightning.models.mesh_encoder import MeshEncoder
+
+__all__ = ["AnyPointDecoder", "GridEncoder", "LatentOperator", "MeshEncoder", "saved_tensor_bytes"]
