@@ -10,16 +10,16 @@ from upt_lightning.models import MeshEncoder
 TINY = dict(dim=16, depth=1, num_heads=2, latent_tokens=3, latent_dim=5)
 
 
-def build(num_supernodes=8, radius=0.3, max_neighbours=6, chunk_size=1024):
+def build(num_supernodes=8, radius=0.3, max_neighbours=6, chunk_size=1024, coord_dim=2):
     return MeshEncoder(
-        {"u": 1, "v": 1}, coord_dim=2, num_supernodes=num_supernodes, radius=radius,
+        {"u": 1, "v": 1}, coord_dim=coord_dim, num_supernodes=num_supernodes, radius=radius,
         max_neighbours=max_neighbours, chunk_size=chunk_size, **TINY,
     )
 
 
-def padded_batch(counts, total):
+def padded_batch(counts, total, coord_dim=2):
     """Random points, valid ones first; padding holds NaN fields and far-away coordinates."""
-    coords = torch.rand(len(counts), total, 2)
+    coords = torch.rand(len(counts), total, coord_dim)
     fields = torch.randn(len(counts), total, 2)
     mask = torch.arange(total) < torch.tensor(counts).unsqueeze(1)
     coords[~mask] = 5.0
@@ -46,9 +46,10 @@ def test_neighbours_equal_brute_force_with_radius_and_cap():
     assert capped and cut_by_radius, "the random batch must exercise both the cap and the radius"
 
 
-def test_output_shape_for_padded_batch():
-    encoder = build().eval()
-    fields, coords, mask = padded_batch([30, 17, 24], 30)
+@pytest.mark.parametrize("coord_dim", [1, 2, 3])
+def test_output_shape_for_padded_batch(coord_dim):
+    encoder = build(coord_dim=coord_dim).eval()
+    fields, coords, mask = padded_batch([30, 17, 24], 30, coord_dim)
     assert encoder({"u": fields[..., :1], "v": fields[..., 1:]}, coords, {"mask": mask}).shape == (3, 3, 5)
 
 
