@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import h5py
@@ -168,8 +169,8 @@ def test_explicit_layout_matches_auto_detection(tmp_path):
     torch.testing.assert_close(explicit.frames(1, [1]), open_source(path).frames(1, [1]))
 
 
-class _FramesOf(Dataset):
-    """Trajectory ``i`` frame 0, read through the shared source in whichever process runs it."""
+class _FramesAndHandleOwner(Dataset):
+    """Frame 0 of trajectory ``i``, plus (this process, process that opened the handle used)."""
 
     def __init__(self, source):
         self.source = source
@@ -178,18 +179,20 @@ class _FramesOf(Dataset):
         return self.source.num_trajectories
 
     def __getitem__(self, i):
-        return self.source.frames(i, [0])
+        frames = self.source.frames(i, [0])
+        return frames, torch.tensor([os.getpid(), self.source._pid])
 
 
-def test_reader_pickles_with_open_handle_and_reads_in_forked_workers(tmp_path):
+def test_reader_pickles_with_open_handle_and_reopens_in_forked_workers(tmp_path):
     path = tmp_path / "burgers.h5"
     tensor = write_1d(path, trajectories=4)
     source = open_source(path)
     source.frames(0, [0])  # the parent's handle is now open
     clone = pickle.loads(pickle.dumps(source))
     torch.testing.assert_close(clone.frames(3, [2, 4]), torch.from_numpy(tensor[3, [2, 4]])[..., None])
-    loader = DataLoader(_FramesOf(source), batch_size=1, num_workers=2)
-    read = torch.cat(list(loader))
-    torch.testing.assert_close(read, torch.from_numpy(tensor[:, :1])[..., None], rtol=0, atol=0)
-    # The parent's handle still works after workers opened their own.
+    loader = DataLoader(_FramesAndHandleOwner(source), batch_size=1, num_workers=2)
+    frames, pids = (torch.cat(parts) for parts in zip(*loader))
+    torch.testing.assert_close(frames, torch.from_numpy(tensor[:, :1])[..., None], rtol=0, atol=0)
+    # Each worker read through a handle it opened itself, not the one inherited from the parent.
+    assert bool((pids[:, 0] == pids[:, 1]).all()) and os.getpid() not in pids[:, 0].tolist()
     torch.testing.assert_close(source.frames(2, [1]), torch.from_numpy(tensor[2, [1]])[..., None])
