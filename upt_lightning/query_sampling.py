@@ -46,7 +46,7 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-def _check_strategy(strategy: str) -> None:
+def check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown query sampling strategy {strategy!r}; choose one of {STRATEGIES}")
 
@@ -108,12 +108,13 @@ def _mesh_codes(coords: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     if not torch.isfinite(coords[valid]).all():
         raise ValueError("coords contain NaN or inf; stratified mesh sampling needs finite coordinates")
     bits = min(_MESH_LATTICE_BITS, 62 // coords.shape[-1])
+    coords = coords.double()
     low = coords.masked_fill(~valid[..., None], math.inf).amin(dim=-2, keepdim=True)
     high = coords.masked_fill(~valid[..., None], -math.inf).amax(dim=-2, keepdim=True)
     coords = torch.where(valid[..., None], coords, low)
     span = (high - low).amax(dim=-1, keepdim=True)
-    unit = (coords - low) / span.clamp_min(torch.finfo(coords.dtype).tiny)
-    ints = (unit.double() * 2**bits).long().clamp_(0, 2**bits - 1)
+    unit = (coords - low) / span.clamp_min(torch.finfo(torch.float64).tiny)
+    ints = (unit * 2**bits).long().clamp_(0, 2**bits - 1)
     return _morton_codes(ints, bits)
 
 
@@ -296,7 +297,7 @@ def apply_query_sampling(
         points' mask: None after sampling (all valid), the original mask when ``num_queries`` is
         not below the most valid points of a sample (nothing sampled).
     """
-    _check_strategy(strategy)
+    check_strategy(strategy)
     num_queries = _positive_int("num_queries", num_queries)
     batch, total = _check_inputs(fields, coords, grid_shape, mask)
     if mask is not None:

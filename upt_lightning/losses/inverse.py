@@ -1,0 +1,162 @@
+"""UPT's inverse losses: decode-then-compare in physical space, re-encode-then-compare in latent space.
+
+Both keep gradients flowing into ``latent``: with a frozen encoder/decoder (parameters that do not
+require grad) they train whatever produced the latent, e.g. the latent operator (FINDINGS item 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from upt_lightning.fields import cat_fields
+from upt_lightning.losses.checks import check_same_shape, check_weight
+from upt_lightning.losses.latent import masked_mse
+from upt_lightning.query_sampling import apply_query_sampling, check_strategy
+
+log = logging.getLogger("upt_lightning.losses")
+_reported_full_grid: set[tuple[str, int]] = set()
+
+Fields = Mapping[str, torch.Tensor] | torch.Tensor
+
+
+def _check_latent(latent: torch.Tensor, batch: int) -> None:
+    if latent.ndim != 3 or latent.shape[0] != batch:
+        raise ValueError(f"latent must be (B, T, D) with B={batch} like the points, got {tuple(latent.shape)}")
+
+
+def inverse_encoding_loss(
+    input_fields: Fields,
+    latent: torch.Tensor,
+    decoder: nn.Module,
+    input_positions: torch.Tensor,
+    weight: float = 1.0,
+    num_queries: int | None = None,
+    query_strategy: str = "uniform",
+    grid_shape: Sequence[int] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    per_sample: bool = False,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``weight * MSE(decoder(positions, latent), input_fields at positions)``; scalar.
+
+    ``input_fields`` ``{name: (B, N, C_f)}`` or ``(B, N, C)``, compared over all channels in the
+    order of ``decoder.field_channels``; ``latent`` ``(B, T, D)``; ``input_positions``
+    ``(B, N, d)``. With ``num_queries`` the comparison runs at a sample of the points (see
+    ``apply_query_sampling`` for ``query_strategy``, ``grid_shape``, ``generator``,
+    ``per_sample``). ``mask`` ``(B, N)`` bool (True = real point) makes the mean run over real
+    points only and keeps padding out of the sample.
+    """
+    weight = check_weight("weight", weight)
+    check_strategy(query_strategy)
+    target = cat_fields(input_fields, decoder.field_channels)
+    _check_latent(latent, target.shape[0])
+    positions, points_mask = input_positions, mask
+    if num_queries is not None:
+        sampled = apply_query_sampling(
+            target, input_positions, num_queries, query_strategy, grid_shape,
+            generator=generator, per_sample=per_sample, mask=mask,
+        )
+        target, positions = sampled[0], sampled[1]
+        points_mask = sampled[2] if mask is not None else None
+    elif input_positions.shape[:2] != target.shape[:2]:
+        raise ValueError(
+            f"input_positions {tuple(input_positions.shape)} and input_fields {tuple(target.shape)} "
+            "must share (B, N)"
+        )
+    decoded = cat_fields(decoder(positions, latent), decoder.field_channels)
+    return weight * masked_mse(decoded, target, points_mask)
+
+
+def _report_full_grid(encoder: nn.Module, num_queries: int) -> None:
+    key = (type(encoder).__name__, num_queries)
+    if key not in _reported_full_grid:
+        _reported_full_grid.add(key)
+        log.info(
+            "inverse_decoding_loss ignores num_queries=%d: %s re-encodes only the full grid "
+            "(accepts_point_subsets is False)",
+            num_queries,
+            key[0],
+        )
+
+
+def _sample_for_encoder(encoder, query_positions, coords, meta, num_queries, strategy, grid_shape, generator, per_sample):
+    """Shrink positions, coords and ``meta['mask']`` to a sample the encoder can re-encode."""
+    if meta.get("supernode_idx") is not None:
+        raise ValueError(
+            "meta['supernode_idx'] indexes the full point set, so inverse_decoding_loss cannot re-encode a "
+            "point subset with it; drop it from meta or set num_queries=None"
+        )
+    mask = meta.get("mask")
+    sampled = apply_query_sampling(
+        query_positions, coords, num_queries, strategy, grid_shape,
+        generator=generator, per_sample=per_sample, mask=mask,
+    )
+    positions, sampled_coords = sampled[0], sampled[1]
+    meta = {key: value for key, value in meta.items() if key != "mask"}
+    if mask is not None and sampled[2] is not None:
+        meta["mask"] = sampled[2]
+    elif positions.shape[1] < coords.shape[1]:
+        needed = encoder.num_supernodes
+        if positions.shape[1] < needed:
+            raise ValueError(
+                f"inverse_decoding_loss re-encodes subsets of {positions.shape[1]} points "
+                f"(num_queries={num_queries}) but the encoder needs at least num_supernodes={needed}; "
+                f"set num_queries >= {needed} or build the encoder with fewer supernodes"
+            )
+    return positions, sampled_coords, meta
+
+
+def inverse_decoding_loss(
+    latent: torch.Tensor,
+    decoder: nn.Module,
+    encoder: nn.Module,
+    query_positions: torch.Tensor,
+    coords: torch.Tensor,
+    meta: Mapping | None,
+    weight: float = 1.0,
+    num_queries: int | None = None,
+    query_strategy: str = "uniform",
+    grid_shape: Sequence[int] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """``weight * MSE(encoder(decoder(query_positions, latent), coords, meta), latent.detach())``.
+
+    ``latent`` ``(B, T, D)``; ``query_positions`` and ``coords`` ``(B, N, d)`` are the same points
+    (where to decode, and where the encoder reads the decoded fields); ``meta`` is passed to the
+    encoder (``"grid_shape"``, ``"mask"`` ``(B, N)``). The target is detached, so the gradient
+    reaches ``latent`` only through the decode-re-encode path.
+
+    ``num_queries`` applies only to encoders with ``accepts_point_subsets`` True (MeshEncoder):
+    a sample of the points (``query_strategy``, ``grid_shape``, ``generator``, ``per_sample``;
+    padding in ``meta["mask"]`` never sampled) is decoded and re-encoded, with the mask cut down
+    to the sample. Fewer sampled points than ``encoder.num_supernodes`` raise ValueError. A grid
+    encoder needs the full grid, so there ``num_queries`` is ignored (logged once at INFO).
+    Returns a scalar.
+    """
+    weight = check_weight("weight", weight)
+    check_strategy(query_strategy)
+    if query_positions.shape[:2] != coords.shape[:2]:
+        raise ValueError(
+            f"query_positions {tuple(query_positions.shape)} and coords {tuple(coords.shape)} must be the "
+            "same points (B, N, d): the encoder reads the fields decoded at query_positions at coords"
+        )
+    _check_latent(latent, coords.shape[0])
+    meta = dict(meta or {})
+    if num_queries is not None:
+        if getattr(encoder, "accepts_point_subsets", False):
+            query_positions, coords, meta = _sample_for_encoder(
+                encoder, query_positions, coords, meta, num_queries, query_strategy, grid_shape, generator, per_sample
+            )
+        else:
+            _report_full_grid(encoder, num_queries)
+    reencoded = encoder(decoder(query_positions, latent), coords, meta)
+    target = latent.detach()
+    check_same_shape("inverse_decoding_loss (re-encoded vs latent)", reencoded, target)
+    return weight * torch.mean((reencoded - target) ** 2)
