@@ -64,20 +64,46 @@ def test_not_an_hdf5_file(tmp_path):
 
 def test_unknown_structure_lists_found_keys_and_supported_layouts(tmp_path):
     path = write(tmp_path / "odd.h5", {"velocity": np.zeros(3)})
-    with pytest.raises(DataError, match=r"unknown structure \(root keys \['velocity'\].*pdebench_1d.*upt_mesh"):
+    with pytest.raises(
+        DataError, match=r"unknown structure \(root keys \['velocity'\].*pdebench_1d.*upt_mesh"
+    ):
         open_source(path)
 
 
 @pytest.mark.parametrize(
     ("datasets", "layout", "message"),
     [
-        ({k: v for k, v in burgers().items() if k != "x-coordinate"}, "auto", r"root lacks \['x-coordinate'\]"),
-        ({"0000/data": np.ones((2, 3, 3, 1)), "0000/grid/x": np.arange(3.0), "0000/grid/y": np.arange(3.0)},
-         "auto", r"group '/0000/grid' lacks \['t'\]"),
-        ({"density": np.ones((2, 3, 4, 4)), "pressure": np.ones((2, 3, 4, 4)), "Vx": np.ones((2, 3, 4, 4)),
-          "x-coordinate": np.arange(4.0), "y-coordinate": np.arange(4.0), "t-coordinate": np.arange(3.0)},
-         "auto", r"root lacks \['Vy'\]"),
-        ({"0000/coords": np.zeros((3, 2)), "0000/t": np.arange(2.0)}, "upt_mesh", r"group '/0000' lacks \['data'\]"),
+        (
+            {k: v for k, v in burgers().items() if k != "x-coordinate"},
+            "auto",
+            r"root lacks \['x-coordinate'\]",
+        ),
+        (
+            {
+                "0000/data": np.ones((2, 3, 3, 1)),
+                "0000/grid/x": np.arange(3.0),
+                "0000/grid/y": np.arange(3.0),
+            },
+            "auto",
+            r"group '/0000/grid' lacks \['t'\]",
+        ),
+        (
+            {
+                "density": np.ones((2, 3, 4, 4)),
+                "pressure": np.ones((2, 3, 4, 4)),
+                "Vx": np.ones((2, 3, 4, 4)),
+                "x-coordinate": np.arange(4.0),
+                "y-coordinate": np.arange(4.0),
+                "t-coordinate": np.arange(3.0),
+            },
+            "auto",
+            r"root lacks \['Vy'\]",
+        ),
+        (
+            {"0000/coords": np.zeros((3, 2)), "0000/t": np.arange(2.0)},
+            "upt_mesh",
+            r"group '/0000' lacks \['data'\]",
+        ),
     ],
 )
 def test_missing_keys_are_named(tmp_path, datasets, layout, message):
@@ -87,7 +113,9 @@ def test_missing_keys_are_named(tmp_path, datasets, layout, message):
 
 def test_wrong_rank_says_expected_and_got(tmp_path):
     path = write(tmp_path / "f.h5", {**burgers(), "tensor": np.ones((3, 5), np.float32)})
-    with pytest.raises(DataError, match=r"'/tensor' has rank 2 \(shape \(3, 5\)\), expected rank 3 or 4"):
+    with pytest.raises(
+        DataError, match=r"'/tensor' has rank 2 \(shape \(3, 5\)\), expected rank 3 or 4"
+    ):
         open_source(path)
     mesh_path = write(tmp_path / "m.h5", {**mesh(), "0001/data": np.ones((4, 3))}, MESH_ATTRS)
     with pytest.raises(DataError, match=r"'/0001/data' has rank 2 .* expected rank 3"):
@@ -112,7 +140,9 @@ def test_non_finite_sample_names_the_trajectory_in_item_read_and_validate_source
     for i in range(len(windows)):
         traj, t0 = windows.window(i)
         if traj == 2 and t0 in (4, 5):
-            with pytest.raises(DataError, match=r"trajectory 2, frames \[.*5.*\] contains 1 NaN or Inf"):
+            with pytest.raises(
+                DataError, match=r"trajectory 2, frames \[.*5.*\] contains 1 NaN or Inf"
+            ):
                 windows[i]
         else:
             windows[i]
@@ -132,18 +162,36 @@ def test_validate_source_passes_clean_file_and_rejects_non_increasing_times(tmp_
 def test_rollout_longer_than_trajectory(tmp_path):
     path = write(tmp_path / "f.h5", burgers(trajectories=4, steps=5))
     dm = GridDataModule(path, rollout_horizon=10)
-    with pytest.raises(DataError, match=r"has 5 time steps, but a window of horizon 10 .* needs 11"):
+    with pytest.raises(
+        DataError, match=r"has 5 time steps, but a window of horizon 10 .* needs 11"
+    ):
         dm.setup("fit")
 
 
 @pytest.mark.parametrize(
     ("datasets", "message"),
     [
-        (burgers(x=np.arange(3.0)), r"'/x-coordinate' has shape \(3,\) but the data has 4 points along x"),
-        (burgers(t=np.arange(7.0)), r"'/t-coordinate' has shape \(7,\) but the data has 5 time steps"),
-        ({"0000/data": np.ones((2, 3, 4, 1)), "0000/grid/x": np.arange(3.0), "0000/grid/y": np.arange(5.0),
-          "0000/grid/t": np.arange(2.0)}, r"'/0000/grid/y' has shape \(5,\) but the data has 4 points along y"),
-        ({**mesh(), "0001/coords": np.zeros((4, 2))}, "group '0001' has coords for 4 points but data for 3"),
+        (
+            burgers(x=np.arange(3.0)),
+            r"'/x-coordinate' has shape \(3,\) but the data has 4 points along x",
+        ),
+        (
+            burgers(t=np.arange(7.0)),
+            r"'/t-coordinate' has shape \(7,\) but the data has 5 time steps",
+        ),
+        (
+            {
+                "0000/data": np.ones((2, 3, 4, 1)),
+                "0000/grid/x": np.arange(3.0),
+                "0000/grid/y": np.arange(5.0),
+                "0000/grid/t": np.arange(2.0),
+            },
+            r"'/0000/grid/y' has shape \(5,\) but the data has 4 points along y",
+        ),
+        (
+            {**mesh(), "0001/coords": np.zeros((4, 2))},
+            "group '0001' has coords for 4 points but data for 3",
+        ),
     ],
 )
 def test_coordinate_lengths_must_match_the_data(tmp_path, datasets, message):

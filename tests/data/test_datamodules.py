@@ -14,7 +14,9 @@ def write_1d(path, trajectories=10, steps=6, points=5, seed=0):
     rng = np.random.default_rng(seed)
     # A different offset and scale per trajectory, so statistics depend on which are used.
     offsets = np.arange(trajectories)[:, None, None, None]
-    tensor = (offsets + (1 + offsets) * rng.normal(size=(trajectories, steps, points, 2))).astype(np.float32)
+    tensor = (offsets + (1 + offsets) * rng.normal(size=(trajectories, steps, points, 2))).astype(
+        np.float32
+    )
     with h5py.File(path, "w") as f:
         f["tensor"] = tensor
         f["x-coordinate"] = np.linspace(-1, 3, points)
@@ -49,9 +51,15 @@ def test_split_is_disjoint_complete_and_seeded(tmp_path):
     assert [len(s) for s in splits] == [8, 1, 1]
     assert sorted(sum(splits, [])) == list(range(10))
     again = make(tmp_path / "a.h5")
-    assert again.val_trajectories == dm.val_trajectories and again.test_trajectories == dm.test_trajectories
+    assert (
+        again.val_trajectories == dm.val_trajectories
+        and again.test_trajectories == dm.test_trajectories
+    )
     held_out = [make(tmp_path / "a.h5", split_seed=seed) for seed in (1, 2, 3)]
-    assert any(o.val_trajectories + o.test_trajectories != dm.val_trajectories + dm.test_trajectories for o in held_out)
+    assert any(
+        o.val_trajectories + o.test_trajectories != dm.val_trajectories + dm.test_trajectories
+        for o in held_out
+    )
 
 
 def test_stats_are_train_only_mean_and_std(tmp_path):
@@ -82,13 +90,27 @@ def test_constant_channel_std_is_floored(tmp_path):
     with h5py.File(path, "r+") as f:
         f["tensor"][..., 1] = 3.0
     stats = make(path).stats
-    assert stats["field_std"][1].item() == pytest.approx(1e-6) and stats["field_mean"][1].item() == 3.0
+    assert (
+        stats["field_std"][1].item() == pytest.approx(1e-6) and stats["field_mean"][1].item() == 3.0
+    )
 
 
 def test_loaders_give_raw_train_windows_and_val_one_step_plus_rollout(tmp_path):
     tensor = write_1d(tmp_path / "a.h5")
-    dm = make(tmp_path / "a.h5", batch_size=4, train_horizon=2, rollout_horizon=3, rollout_start=1, frame_stride=1)
-    assert dm.field_spec == {"u": 2} and dm.num_channels == 2 and dm.grid_shape == (5,) and dm.coord_dim == 1
+    dm = make(
+        tmp_path / "a.h5",
+        batch_size=4,
+        train_horizon=2,
+        rollout_horizon=3,
+        rollout_start=1,
+        frame_stride=1,
+    )
+    assert (
+        dm.field_spec == {"u": 2}
+        and dm.num_channels == 2
+        and dm.grid_shape == (5,)
+        and dm.coord_dim == 1
+    )
     assert dm.dt == pytest.approx(0.1)
     train = list(dm.train_dataloader())
     assert sum(len(b["traj"]) for b in train) == 8 * 4  # 6 frames, horizon 2: starts 0..3
@@ -96,15 +118,27 @@ def test_loaders_give_raw_train_windows_and_val_one_step_plus_rollout(tmp_path):
         assert "mask" not in batch and batch["targets"].shape[1:] == (2, 5, 2)
         for row, (traj, t0) in enumerate(zip(batch["traj"].tolist(), batch["t0"].tolist())):
             assert traj in dm.train_trajectories
-            torch.testing.assert_close(batch["fields"][row], torch.from_numpy(tensor[traj, t0]), rtol=0, atol=0)
-            torch.testing.assert_close(batch["targets"][row], torch.from_numpy(tensor[traj, t0 + 1 : t0 + 3]), rtol=0, atol=0)
-    for loaders, ids in ((dm.val_dataloader(), dm.val_trajectories), (dm.test_dataloader(), dm.test_trajectories)):
+            torch.testing.assert_close(
+                batch["fields"][row], torch.from_numpy(tensor[traj, t0]), rtol=0, atol=0
+            )
+            torch.testing.assert_close(
+                batch["targets"][row],
+                torch.from_numpy(tensor[traj, t0 + 1 : t0 + 3]),
+                rtol=0,
+                atol=0,
+            )
+    for loaders, ids in (
+        (dm.val_dataloader(), dm.val_trajectories),
+        (dm.test_dataloader(), dm.test_trajectories),
+    ):
         one_step, rollout = loaders
         pairs = [(tr, t) for b in one_step for tr, t in zip(b["traj"].tolist(), b["t0"].tolist())]
         assert pairs == [(tr, t) for tr in ids for t in range(5)]
         (batch,) = list(rollout)
         assert batch["traj"].tolist() == ids and batch["t0"].tolist() == [1] * len(ids)
-        torch.testing.assert_close(batch["targets"][0], torch.from_numpy(tensor[ids[0], 2:5]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            batch["targets"][0], torch.from_numpy(tensor[ids[0], 2:5]), rtol=0, atol=0
+        )
 
 
 def test_frame_stride_scales_dt(tmp_path):
@@ -116,7 +150,12 @@ def test_frame_stride_scales_dt(tmp_path):
 
 
 def _all_batches(dm):
-    return [b for loaders in (dm.val_dataloader(), dm.test_dataloader()) for loader in loaders for b in loader]
+    return [
+        b
+        for loaders in (dm.val_dataloader(), dm.test_dataloader())
+        for loader in loaders
+        for b in loader
+    ]
 
 
 @pytest.mark.parametrize("cls, writer", [(GridDataModule, write_1d), (MeshDataModule, write_mesh)])
@@ -142,4 +181,6 @@ def test_mesh_module_pads_batches_and_masks_real_points(tmp_path):
     width = batch["fields"].shape[1]
     assert width == max(counts[t] for t in batch["traj"].tolist())
     for row, traj in enumerate(batch["traj"].tolist()):
-        assert batch["mask"][row].tolist() == [True] * counts[traj] + [False] * (width - counts[traj])
+        assert batch["mask"][row].tolist() == [True] * counts[traj] + [False] * (
+            width - counts[traj]
+        )

@@ -30,12 +30,21 @@ def test_windows_hold_start_frame_strided_targets_and_file_dt(tmp_path):
     source = open_source(tmp_path / "a.h5")
     windows = TrajectoryWindows(source, [2, 0], horizon=2, frame_stride=2)
     # 7 frames, span 4: starts 0, 1, 2 in each trajectory.
-    assert [windows.window(i) for i in range(len(windows))] == [(2, 0), (2, 1), (2, 2), (0, 0), (0, 1), (0, 2)]
+    assert [windows.window(i) for i in range(len(windows))] == [
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (0, 0),
+        (0, 1),
+        (0, 2),
+    ]
     for i in range(len(windows)):
         item = windows[i]
         traj, t0 = item["traj"], item["t0"]
         assert (traj, t0) == windows.window(i)
-        torch.testing.assert_close(item["fields"], torch.from_numpy(tensor[traj, t0])[:, None], rtol=0, atol=0)
+        torch.testing.assert_close(
+            item["fields"], torch.from_numpy(tensor[traj, t0])[:, None], rtol=0, atol=0
+        )
         expected = torch.from_numpy(tensor[traj, [t0 + 2, t0 + 4]])[..., None]
         torch.testing.assert_close(item["targets"], expected, rtol=0, atol=0)
         assert item["dt"].dtype == torch.float32 and item["dt"].item() == TIMES[t0 + 2] - TIMES[t0]
@@ -52,13 +61,17 @@ def test_windows_hold_start_frame_strided_targets_and_file_dt(tmp_path):
         (6, 1, 0, None, [0]),
     ],
 )
-def test_window_starts_follow_stride_start_and_limit(tmp_path, horizon, stride, start, max_windows, starts):
+def test_window_starts_follow_stride_start_and_limit(
+    tmp_path, horizon, stride, start, max_windows, starts
+):
     write_1d(tmp_path / "a.h5", trajectories=2)
     windows = TrajectoryWindows(
         open_source(tmp_path / "a.h5"), [0, 1], horizon, stride, 1, start, max_windows
     )
     assert len(windows) == 2 * len(starts)
-    assert [windows.window(i) for i in range(len(windows))] == [(t, s) for t in (0, 1) for s in starts]
+    assert [windows.window(i) for i in range(len(windows))] == [
+        (t, s) for t in (0, 1) for s in starts
+    ]
     assert windows[len(windows) - 1]["targets"].shape == (horizon, 6, 1)
     with pytest.raises(IndexError, match="out of range"):
         windows[len(windows)]
@@ -90,7 +103,9 @@ def _mesh_item(points, value):
 def test_collate_mesh_pads_with_zeros_and_marks_real_points():
     batch = collate_mesh_windows([_mesh_item(3, 1.0), _mesh_item(5, 2.0), _mesh_item(1, 3.0)])
     assert batch["fields"].shape == (3, 5, 2) and batch["targets"].shape == (3, 3, 5, 2)
-    expected_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    expected_mask = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool
+    )
     assert torch.equal(batch["mask"], expected_mask)
     for row, value in enumerate([1.0, 2.0, 3.0]):
         real = expected_mask[row]

@@ -28,7 +28,9 @@ def field(traj, t, x, y, c):
 def write_1d(path, trajectories=3, steps=5, points=8, channels=None):
     x = np.arange(points) * 0.25
     n, t, c = np.ogrid[:trajectories, :steps, : channels or 1]
-    tensor = field(n[..., None], t[..., None], x[None, None, :, None], 0.0, c[:, :, None]).astype(np.float32)
+    tensor = field(n[..., None], t[..., None], x[None, None, :, None], 0.0, c[:, :, None]).astype(
+        np.float32
+    )
     with h5py.File(path, "w") as f:
         f["tensor"] = tensor if channels else tensor[..., 0]
         f["x-coordinate"] = x.astype(np.float32)
@@ -62,7 +64,9 @@ def test_pdebench_1d_reads_frames_coords_and_first_t_times(tmp_path):
     assert isinstance(source, PDEBench1DSource)
     assert source.field_spec == {"u": 1} and source.grid_shape == (8,) and source.coord_dim == 1
     assert source.num_trajectories == 3 and source.num_steps(2) == 5 and source.num_points(0) == 8
-    torch.testing.assert_close(source.coords(1), torch.from_numpy(np.arange(8) * 0.25).float()[:, None])
+    torch.testing.assert_close(
+        source.coords(1), torch.from_numpy(np.arange(8) * 0.25).float()[:, None]
+    )
     # 6 stored times for 5 frames: the reader keeps the first 5.
     torch.testing.assert_close(source.times(1), torch.arange(5, dtype=torch.float64) * 0.125)
     for order in ([4, 0, 2], [0, 2, 4], [1, 2, 3], [3, 3]):
@@ -98,7 +102,9 @@ def test_pdebench_groups_lzf_row_major_points_and_per_group_grid(tmp_path, names
         for i in range(4):
             for j in range(3):
                 assert coords[i * 3 + j].tolist() == [x[i], y[j]]
-        torch.testing.assert_close(source.times(traj), torch.arange(4, dtype=torch.float64) * 0.125 + traj)
+        torch.testing.assert_close(
+            source.times(traj), torch.arange(4, dtype=torch.float64) * 0.125 + traj
+        )
         frames = source.frames(traj, [3, 1])
         for row, k in enumerate([3, 1]):
             for n, (px, py) in enumerate(coords.tolist()):
@@ -139,7 +145,10 @@ def write_mesh(path, points=(7, 5), steps=3):
         for n, count in enumerate(points):
             coords = (rng.integers(0, 16, size=(count, 2)) / 8).astype(np.float32)
             data = np.stack(
-                [np.stack([field(n, k, coords[:, 0], coords[:, 1], c) for c in range(2)], -1) for k in range(steps)]
+                [
+                    np.stack([field(n, k, coords[:, 0], coords[:, 1], c) for c in range(2)], -1)
+                    for k in range(steps)
+                ]
             ).astype(np.float32)
             group = f.create_group(f"{n:04d}")
             group["coords"], group["data"] = coords, data
@@ -156,7 +165,9 @@ def test_mesh_reader_per_trajectory_point_counts_and_values(tmp_path):
     for traj in (0, 1):
         coords = source.coords(traj)
         frames = source.frames(traj, [0, 2])
-        torch.testing.assert_close(source.times(traj), torch.tensor([1.0, 1.25, 1.5], dtype=torch.float64))
+        torch.testing.assert_close(
+            source.times(traj), torch.tensor([1.0, 1.25, 1.5], dtype=torch.float64)
+        )
         for row, k in enumerate([0, 2]):
             for n, (px, py) in enumerate(coords.tolist()):
                 assert frames[row, n].tolist() == [field(traj, k, px, py, c) for c in range(2)]
@@ -189,7 +200,9 @@ def test_reader_pickles_with_open_handle_and_reopens_in_forked_workers(tmp_path)
     source = open_source(path)
     source.frames(0, [0])  # the parent's handle is now open
     clone = pickle.loads(pickle.dumps(source))
-    torch.testing.assert_close(clone.frames(3, [2, 4]), torch.from_numpy(tensor[3, [2, 4]])[..., None])
+    torch.testing.assert_close(
+        clone.frames(3, [2, 4]), torch.from_numpy(tensor[3, [2, 4]])[..., None]
+    )
     loader = DataLoader(_FramesAndHandleOwner(source), batch_size=1, num_workers=2)
     frames, pids = (torch.cat(parts) for parts in zip(*loader))
     torch.testing.assert_close(frames, torch.from_numpy(tensor[:, :1])[..., None], rtol=0, atol=0)

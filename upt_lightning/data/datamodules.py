@@ -54,13 +54,20 @@ class TrajectoryDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("train_horizon", train_horizon),
-                            ("rollout_horizon", rollout_horizon), ("frame_stride", frame_stride),
-                            ("window_stride", window_stride), ("max_stat_trajectories", max_stat_trajectories)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("train_horizon", train_horizon),
+            ("rollout_horizon", rollout_horizon),
+            ("frame_stride", frame_stride),
+            ("window_stride", window_stride),
+            ("max_stat_trajectories", max_stat_trajectories),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if num_workers < 0 or rollout_start < 0:
-            raise ValueError(f"num_workers and rollout_start must be >= 0, got {num_workers}, {rollout_start}")
+            raise ValueError(
+                f"num_workers and rollout_start must be >= 0, got {num_workers}, {rollout_start}"
+            )
         self.save_hyperparameters()
         self.path = Path(path)
         self.split = check_split(split)
@@ -68,13 +75,14 @@ class TrajectoryDataModule(L.LightningDataModule):
         self._stats: dict[str, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
-        """Generate the file with ``generate_dataset`` when it is missing and ``generate`` is set."""
+        """Create the missing file with ``generate_dataset`` when ``generate`` names a dataset."""
         if self.path.exists():
             return
         if self.hparams.generate is None:
             raise DataFileNotFoundError(
                 f"data file {self.path} does not exist; point path at an existing file, or set "
-                "generate=<name of a built-in dataset> (see upt_lightning.data.generate) to create it"
+                "generate=<name of a built-in dataset> (see upt_lightning.data.generate) "
+                "to create it"
             )
         from upt_lightning.data.generate import generate_dataset
 
@@ -86,7 +94,8 @@ class TrajectoryDataModule(L.LightningDataModule):
             return
         if not self.path.exists():
             raise DataFileNotFoundError(
-                f"data file {self.path} does not exist; call prepare_data() (with generate set) first"
+                f"data file {self.path} does not exist; call prepare_data() (with generate "
+                "set) first"
             )
         source = open_source(self.path, self.hparams.layout)
         self._check_kind(source)
@@ -95,18 +104,24 @@ class TrajectoryDataModule(L.LightningDataModule):
             source.num_trajectories, self.split, hp.split_seed
         )
         windows = dict(stride=hp.window_stride, frame_stride=hp.frame_stride)
-        self.train_set = TrajectoryWindows(source, self.train_trajectories, hp.train_horizon, **windows)
+        self.train_set = TrajectoryWindows(
+            source, self.train_trajectories, hp.train_horizon, **windows
+        )
         self.eval_sets = {
             name: [
                 TrajectoryWindows(source, ids, 1, **windows),
-                TrajectoryWindows(source, ids, hp.rollout_horizon, 1, hp.frame_stride, hp.rollout_start, 1),
+                TrajectoryWindows(
+                    source, ids, hp.rollout_horizon, 1, hp.frame_stride, hp.rollout_start, 1
+                ),
             ]
             for name, ids in (("val", self.val_trajectories), ("test", self.test_trajectories))
         }
         train = self.train_trajectories
         picked = min(hp.max_stat_trajectories, len(train))
         # Evenly spaced over the train ids so a sorted file (e.g. a parameter sweep) is covered.
-        self._stats = compute_stats(source, [train[i * len(train) // picked] for i in range(picked)])
+        self._stats = compute_stats(
+            source, [train[i * len(train) // picked] for i in range(picked)]
+        )
         times = source.times(train[0])
         self._dt = float(times[hp.frame_stride] - times[0])
         # Workers fork from here; closing keeps the parent's handle out of their address space.
@@ -119,9 +134,13 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def _check_kind(self, source: TrajectorySource) -> None:
         if self.is_mesh and source.grid_shape is not None:
-            raise DataError(f"{self.path} is a grid file (layout {source.layout!r}); use GridDataModule")
+            raise DataError(
+                f"{self.path} is a grid file (layout {source.layout!r}); use GridDataModule"
+            )
         if not self.is_mesh and source.grid_shape is None:
-            raise DataError(f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule")
+            raise DataError(
+                f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule"
+            )
 
     def _loaded(self) -> TrajectorySource:
         if self.source is None:

@@ -34,17 +34,28 @@ class TrajectoryWindows(Dataset):
         start: int = 0,
         max_windows_per_traj: int | None = None,
     ) -> None:
-        for name, value, low in (("horizon", horizon, 1), ("stride", stride, 1),
-                                 ("frame_stride", frame_stride, 1), ("start", start, 0)):
+        for name, value, low in (
+            ("horizon", horizon, 1),
+            ("stride", stride, 1),
+            ("frame_stride", frame_stride, 1),
+            ("start", start, 0),
+        ):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if max_windows_per_traj is not None and max_windows_per_traj < 1:
-            raise ValueError(f"max_windows_per_traj must be None or >= 1, got {max_windows_per_traj}")
+            raise ValueError(
+                f"max_windows_per_traj must be None or >= 1, got {max_windows_per_traj}"
+            )
         if len(trajectories) == 0:
             raise ValueError("trajectories is empty; give at least one trajectory index")
         self.source = source
         self.trajectories = [int(t) for t in trajectories]
-        self.horizon, self.stride, self.frame_stride, self.start = horizon, stride, frame_stride, start
+        self.horizon, self.stride, self.frame_stride, self.start = (
+            horizon,
+            stride,
+            frame_stride,
+            start,
+        )
         self.max_windows_per_traj = max_windows_per_traj
         span = horizon * frame_stride
         counts = []
@@ -57,7 +68,9 @@ class TrajectoryWindows(Dataset):
                     f"needs {start + span + 1}; lower the horizon, frame_stride or start"
                 )
             count = (steps - 1 - span - start) // stride + 1
-            counts.append(count if max_windows_per_traj is None else min(count, max_windows_per_traj))
+            counts.append(
+                count if max_windows_per_traj is None else min(count, max_windows_per_traj)
+            )
         # Cumulative counts instead of a list of (traj, t0) pairs: memory independent of T.
         self._ends = np.cumsum(counts)
 

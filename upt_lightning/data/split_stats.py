@@ -21,8 +21,15 @@ STD_FLOOR = 1e-6
 def check_split(fractions: Sequence[float]) -> tuple[float, float, float]:
     """``fractions`` as a tuple after checking: three positive numbers summing to 1."""
     fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ValueError(f"split must be three positive fractions (train, val, test) summing to 1, got {fractions}")
+    if (
+        len(fractions) != 3
+        or min(fractions) <= 0
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        raise ValueError(
+            "split must be three positive fractions (train, val, test) summing to 1, "
+            f"got {fractions}"
+        )
     return fractions
 
 
@@ -44,7 +51,9 @@ def split_trajectories(num: int, fractions: Sequence[float], seed: int) -> tuple
     return sorted(order[n_val + n_test :]), sorted(val), sorted(test)
 
 
-def compute_stats(source: TrajectorySource, trajectories: Sequence[int], chunk_frames: int = 16) -> dict[str, torch.Tensor]:
+def compute_stats(
+    source: TrajectorySource, trajectories: Sequence[int], chunk_frames: int = 16
+) -> dict[str, torch.Tensor]:
     """Per-channel mean/std over all frames and points of ``trajectories``, and coord min/max.
 
     Returns float32 ``field_mean`` (C,), ``field_std`` (C,) (population std, floored at
@@ -57,7 +66,9 @@ def compute_stats(source: TrajectorySource, trajectories: Sequence[int], chunk_f
     high = -low
     for traj in trajectories:
         coords = source.coords(traj).double()
-        low, high = torch.minimum(low, coords.min(0).values), torch.maximum(high, coords.max(0).values)
+        low, high = torch.minimum(low, coords.min(0).values), torch.maximum(
+            high, coords.max(0).values
+        )
         steps = source.num_steps(traj)
         for first in range(0, steps, chunk_frames):
             values = source.frames(traj, range(first, min(first + chunk_frames, steps)))

@@ -19,7 +19,7 @@ class DataError(ValueError):
 
 
 class DataFileNotFoundError(DataError, FileNotFoundError):
-    """The data file does not exist; caught by both ``except DataError`` and ``FileNotFoundError``."""
+    """The data file does not exist; caught by ``except DataError`` and ``FileNotFoundError``."""
 
 
 def check_finite(values: torch.Tensor, what: str) -> None:

@@ -20,13 +20,16 @@ from upt_lightning.data.readers.pdebench_groups import PDEBenchGroupsSource
 from upt_lightning.data.validation import DataError, DataFileNotFoundError
 
 READERS: dict[str, type[TrajectorySource]] = {
-    cls.layout: cls for cls in (PDEBench1DSource, PDEBenchGroupsSource, PDEBenchCFDSource, MeshSource)
+    cls.layout: cls
+    for cls in (PDEBench1DSource, PDEBenchGroupsSource, PDEBenchCFDSource, MeshSource)
 }
 
 LAYOUT_KEYS = {
     "pdebench_1d": "root datasets 'tensor', 'x-coordinate', 't-coordinate'",
     "pdebench_groups": "groups '0000', ... with 'data' and 'grid/x', 'grid/y', 'grid/t'",
-    "pdebench_cfd": "root datasets 'density', 'pressure', 'Vx', 'Vy', '<x|y>-coordinate', 't-coordinate'",
+    "pdebench_cfd": (
+        "root datasets 'density', 'pressure', 'Vx', 'Vy', '<x|y>-coordinate', 't-coordinate'"
+    ),
     "upt_mesh": "root attribute layout='upt_mesh'; groups '0000', ... with 'coords', 'data', 't'",
 }
 

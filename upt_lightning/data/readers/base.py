@@ -35,7 +35,9 @@ class TrajectorySource:
         if not self.path.exists():
             raise DataFileNotFoundError(f"data file {self.path} does not exist; check the path")
         if not h5py.is_hdf5(self.path):
-            raise DataError(f"{self.path} is not an HDF5 file; give a PDEBench or upt_mesh .h5 file")
+            raise DataError(
+                f"{self.path} is not an HDF5 file; give a PDEBench or upt_mesh .h5 file"
+            )
         self._handle: h5py.File | None = None
         self._pid: int | None = None
         self._field_spec: dict[str, int] = {}
@@ -127,18 +129,22 @@ class TrajectorySource:
 
     def times(self, traj: int) -> torch.Tensor:
         """Times of the frames of ``traj`` as read from the file, float64 ``(T,)``."""
-        values = torch.from_numpy(np.asarray(self._read_times(self._file(), self._check_traj(traj)), np.float64))
+        values = torch.from_numpy(
+            np.asarray(self._read_times(self._file(), self._check_traj(traj)), np.float64)
+        )
         check_finite(values, f"{self.path}: times of trajectory {traj}")
         return values
 
     def coords(self, traj: int) -> torch.Tensor:
         """Point coordinates of ``traj``, float32 ``(N, d)``."""
-        values = torch.from_numpy(np.asarray(self._read_coords(self._file(), self._check_traj(traj)), np.float32))
+        values = torch.from_numpy(
+            np.asarray(self._read_coords(self._file(), self._check_traj(traj)), np.float32)
+        )
         check_finite(values, f"{self.path}: coordinates of trajectory {traj}")
         return values
 
     def frames(self, traj: int, t_indices: Sequence[int]) -> torch.Tensor:
-        """Frames ``t_indices`` (any order, repeats allowed) of ``traj``, float32 ``(len, N, C)``."""
+        """Frames ``t_indices`` (any order, repeats allowed) of ``traj``: float32 (len, N, C)."""
         traj = self._check_traj(traj)
         requested = np.asarray(list(t_indices), dtype=np.int64)
         steps = self._steps[traj]
@@ -159,6 +165,7 @@ class TrajectorySource:
         traj = int(traj)
         if not 0 <= traj < self.num_trajectories:
             raise IndexError(
-                f"trajectory {traj} out of range: {self.path} has {self.num_trajectories} trajectories"
+                f"trajectory {traj} out of range: {self.path} has "
+                f"{self.num_trajectories} trajectories"
             )
         return traj

@@ -51,7 +51,8 @@ class MeshSource(TrajectorySource):
                 channels, self.coord_dim = data.shape[2], coords.shape[1]
             elif (data.shape[2], coords.shape[1]) != (channels, self.coord_dim):
                 raise DataError(
-                    f"{self.path}: group {name!r} has {data.shape[2]} channels and {coords.shape[1]}-D "
+                    f"{self.path}: group {name!r} has {data.shape[2]} channels and "
+                    f"{coords.shape[1]}-D "
                     f"coords, group {self._groups[0]!r} has {channels} and {self.coord_dim}-D; "
                     "all trajectories need the same channels and coordinate dimension"
                 )

@@ -17,7 +17,7 @@ from upt_lightning.data.readers.checks import (
 
 
 class PDEBench1DSource(TrajectorySource):
-    """PDEBench 1D file: ``tensor`` (N, T, X) or (N, T, X, C), ``x-coordinate`` (X,), ``t-coordinate``.
+    """PDEBench 1D: ``tensor`` (N, T, X) or (N, T, X, C), ``x-coordinate`` (X,), ``t-coordinate``.
 
     PDEBench stores ``T + 1`` entries in ``t-coordinate`` for ``T`` saved steps (for example 202
     times for 201 frames of 1D Burgers); the saved frames are the first ``T`` times, so the
@@ -31,7 +31,12 @@ class PDEBench1DSource(TrajectorySource):
     def _inspect(self, file: h5py.File) -> None:
         require_keys(file, self.required_keys, self.path, self.layout)
         tensor = file["tensor"]
-        require_rank(tensor, (3, 4), self.path, "(trajectories, time, x) or (trajectories, time, x, channels)")
+        require_rank(
+            tensor,
+            (3, 4),
+            self.path,
+            "(trajectories, time, x) or (trajectories, time, x, channels)",
+        )
         trajectories, steps, points = tensor.shape[:3]
         channels = tensor.shape[3] if tensor.ndim == 4 else 1
         require_length(file["x-coordinate"], points, self.path, "x")
