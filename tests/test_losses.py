@@ -223,10 +223,15 @@ def test_bundle_raises_for_a_weighted_term_with_missing_inputs():
         compute_operator_loss_bundle(weights={"lambda_forward": 1.0})
 
 
-def test_bundle_rejects_negative_and_unknown_weights():
+def test_bundle_and_losses_reject_bad_weights_and_strategies():
     with pytest.raises(ValueError, match="lambda_rollout.*>= 0"):
         compute_operator_loss_bundle(**_bundle_inputs(), weights={"lambda_rollout": -0.1})
     with pytest.raises(ValueError, match="unknown loss weight keys.*lambda_inv_encoder"):
         compute_operator_loss_bundle(**_bundle_inputs(), weights={"lambda_inv_encoder": 0.1})
+    with pytest.raises(ValueError, match="inverse_loss_warmup_epochs"):
+        compute_operator_loss_bundle(**_bundle_inputs(), weights={"inverse_loss_warmup_epochs": -1})
+    with pytest.raises(ValueError, match="'stratifed'"):
+        inverse_encoding_loss(torch.zeros(1, 4, 2), torch.zeros(1, 1, 1), ScaledCoordinateDecoder(), torch.zeros(1, 4, 1),
+                              query_strategy="stratifed")
     with pytest.raises(ValueError, match="weight"):
         inverse_encoding_loss(torch.zeros(1, 4, 2), torch.zeros(1, 1, 1), ScaledCoordinateDecoder(), torch.zeros(1, 4, 1), weight=-1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from upt_lightning.losses.checks import check_weight
+from upt_lightning.losses.checks import check_non_negative_int, check_weight
 from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
 from upt_lightning.losses.inverse import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.latent import forward_loss, rollout_loss
@@ -54,11 +54,11 @@ def _effective_weights(weights: Mapping | None, current_epoch: int | None) -> di
         raise ValueError(f"unknown loss weight keys {unknown}; known keys are {sorted(DEFAULT_WEIGHTS)}")
     merged = {**DEFAULT_WEIGHTS, **given}
     out = {key: check_weight(key, merged[key]) for key, _ in TERMS.values()}
+    warmup = check_non_negative_int("inverse_loss_warmup_epochs", merged["inverse_loss_warmup_epochs"])
+    cap = check_weight("inverse_loss_max_weight", merged["inverse_loss_max_weight"])
     if current_epoch is not None:
         for key in ("lambda_inv_enc", "lambda_inv_dec"):
-            out[key] = compute_inverse_loss_curriculum_weight(
-                current_epoch, out[key], merged["inverse_loss_warmup_epochs"], merged["inverse_loss_max_weight"]
-            )
+            out[key] = compute_inverse_loss_curriculum_weight(current_epoch, out[key], warmup, cap)
     return out
 
 

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-
-from upt_lightning.losses.checks import check_weight
-
-
-def _non_negative_int(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = operator.index(value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+from upt_lightning.losses.checks import check_non_negative_int, check_weight
 
 
 def compute_inverse_loss_curriculum_weight(
@@ -34,8 +23,8 @@ def compute_inverse_loss_curriculum_weight(
     Example (base 0.01, warmup 5, max 0.05): epochs 4, 5, 6, 9, 10 give 0, 0, 0.002, 0.008, 0.01.
     ``epoch`` counts epochs; the seed's separate ``inverse_loss_frequency`` counts *batches*.
     """
-    epoch = _non_negative_int("epoch", epoch)
-    warmup_epochs = _non_negative_int("warmup_epochs", warmup_epochs)
+    epoch = check_non_negative_int("epoch", epoch)
+    warmup_epochs = check_non_negative_int("warmup_epochs", warmup_epochs)
     base_weight = check_weight("base_weight", base_weight)
     max_weight = check_weight("max_weight", max_weight)
     if epoch < warmup_epochs:
