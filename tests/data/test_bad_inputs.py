@@ -200,6 +200,24 @@ def test_coordinate_lengths_must_match_the_data(tmp_path, datasets, message):
         open_source(write(tmp_path / "f.h5", datasets, attrs))
 
 
+def test_trajectories_must_share_grid_channels_and_coordinate_dimension(tmp_path):
+    groups = {
+        f"{n:04d}/{key}": value
+        for n, nx in enumerate((3, 4))
+        for key, value in (
+            ("data", np.ones((2, nx, 2, 1))),
+            ("grid/x", np.arange(float(nx))),
+            ("grid/y", np.arange(2.0)),
+            ("grid/t", np.arange(2.0)),
+        )
+    }
+    with pytest.raises(DataError, match=r"group '0001' has data of shape \(2, 4, 2, 1\), group"):
+        open_source(write(tmp_path / "g.h5", groups))
+    ragged = {**mesh(), "0001/coords": np.zeros((3, 3)), "0001/data": np.ones((4, 3, 2))}
+    with pytest.raises(DataError, match="group '0001' has 2 channels and 3-D coords, group '0000'"):
+        open_source(write(tmp_path / "m.h5", ragged, MESH_ATTRS))
+
+
 def test_field_names_must_match_channels(tmp_path):
     path = write(tmp_path / "m.h5", mesh(), {"layout": "upt_mesh", "field_names": ["u", "v"]})
     with pytest.raises(DataError, match=r"field_names=\['u', 'v'\] must give 1 distinct names"):

@@ -52,9 +52,9 @@ class MeshSource(TrajectorySource):
             elif (data.shape[2], coords.shape[1]) != (channels, self.coord_dim):
                 raise DataError(
                     f"{self.path}: group {name!r} has {data.shape[2]} channels and "
-                    f"{coords.shape[1]}-D "
-                    f"coords, group {self._groups[0]!r} has {channels} and {self.coord_dim}-D; "
-                    "all trajectories need the same channels and coordinate dimension"
+                    f"{coords.shape[1]}-D coords, group {self._groups[0]!r} has {channels} and "
+                    f"{self.coord_dim}-D; all trajectories need the same channels and coordinate "
+                    "dimension"
                 )
             self._steps.append(data.shape[0])
             self._points.append(data.shape[1])
