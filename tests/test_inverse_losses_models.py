@@ -115,11 +115,16 @@ def test_mesh_subset_respects_the_padding_mask():
     assert full_shape == (2, 100, 2) and torch.equal(full_meta["mask"], mask)
 
 
-def test_mesh_subset_smaller_than_the_supernodes_raises():
+def test_mesh_subset_smaller_than_the_supernodes_or_with_forced_supernodes_raises():
     _, coords, _, meta = _mesh_case()
+    latent = torch.randn(2, 4, LATENT_DIM)
     with pytest.raises(ValueError, match=r"subsets of 10 points.*num_supernodes=16"):
-        inverse_decoding_loss(torch.randn(2, 4, LATENT_DIM), _decoder(), _mesh_encoder(16), coords, coords, meta,
-                              num_queries=10)
+        inverse_decoding_loss(latent, _decoder(), _mesh_encoder(16), coords, coords, meta, num_queries=10)
+    forced = {"supernode_idx": torch.arange(8).expand(2, 8)}
+    with pytest.raises(ValueError, match="supernode_idx"):
+        inverse_decoding_loss(latent, _decoder(), _mesh_encoder(), coords, coords, forced, num_queries=50)
+    # without a subset the forced supernodes stay valid and are used as given
+    inverse_decoding_loss(latent, _decoder(), _mesh_encoder(), coords, coords, forced, num_queries=100)
 
 
 def test_grid_encoder_re_encodes_the_full_grid_and_says_so_once(caplog, monkeypatch):

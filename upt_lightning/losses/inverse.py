@@ -86,29 +86,26 @@ def _report_full_grid(encoder: nn.Module, num_queries: int) -> None:
 
 def _sample_for_encoder(encoder, query_positions, coords, meta, num_queries, strategy, grid_shape, generator, per_sample):
     """Shrink positions, coords and ``meta['mask']`` to a sample the encoder can re-encode."""
+    sampled = apply_query_sampling(
+        query_positions, coords, num_queries, strategy, grid_shape,
+        generator=generator, per_sample=per_sample, mask=meta.get("mask"),
+    )
+    positions, sampled_coords = sampled[0], sampled[1]
+    if positions.shape[1] == coords.shape[1]:
+        return query_positions, coords, meta
     if meta.get("supernode_idx") is not None:
         raise ValueError(
             "meta['supernode_idx'] indexes the full point set, so inverse_decoding_loss cannot re-encode a "
             "point subset with it; drop it from meta or set num_queries=None"
         )
-    mask = meta.get("mask")
-    sampled = apply_query_sampling(
-        query_positions, coords, num_queries, strategy, grid_shape,
-        generator=generator, per_sample=per_sample, mask=mask,
-    )
-    positions, sampled_coords = sampled[0], sampled[1]
-    meta = {key: value for key, value in meta.items() if key != "mask"}
-    if mask is not None and sampled[2] is not None:
-        meta["mask"] = sampled[2]
-    elif positions.shape[1] < coords.shape[1]:
-        needed = encoder.num_supernodes
-        if positions.shape[1] < needed:
-            raise ValueError(
-                f"inverse_decoding_loss re-encodes subsets of {positions.shape[1]} points "
-                f"(num_queries={num_queries}) but the encoder needs at least num_supernodes={needed}; "
-                f"set num_queries >= {needed} or build the encoder with fewer supernodes"
-            )
-    return positions, sampled_coords, meta
+    if positions.shape[1] < encoder.num_supernodes:
+        raise ValueError(
+            f"inverse_decoding_loss re-encodes subsets of {positions.shape[1]} points "
+            f"(num_queries={num_queries}) but the encoder needs at least num_supernodes={encoder.num_supernodes}; "
+            f"set num_queries >= {encoder.num_supernodes} or build the encoder with fewer supernodes"
+        )
+    # Every sampled point is real, so the subset needs no mask.
+    return positions, sampled_coords, {key: value for key, value in meta.items() if key != "mask"}
 
 
 def inverse_decoding_loss(
