@@ -50,12 +50,10 @@ class TrajectoryWindows(Dataset):
             raise ValueError("trajectories is empty; give at least one trajectory index")
         self.source = source
         self.trajectories = [int(t) for t in trajectories]
-        self.horizon, self.stride, self.frame_stride, self.start = (
-            horizon,
-            stride,
-            frame_stride,
-            start,
-        )
+        self.horizon = horizon
+        self.stride = stride
+        self.frame_stride = frame_stride
+        self.start = start
         self.max_windows_per_traj = max_windows_per_traj
         span = horizon * frame_stride
         counts = []
