@@ -1,0 +1,127 @@
+"""Every loss term with a positive weight must train the operator; frozen parts must never get grads."""
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from module_helpers import TINY_OPERATOR, loader, make_trainer
+from upt_lightning.modules import OperatorModule
+
+TERMS = {
+    "L_forward": dict(lambda_forward=1.0),
+    "L_inv_enc": dict(lambda_inv_enc=0.5),
+    "L_inv_dec": dict(lambda_inv_dec=0.5),
+    "L_rollout": dict(lambda_rollout=1.0),
+    "L_spectral": dict(lambda_spectral=1.0),
+}
+ALL_OFF = dict(lambda_forward=0.0, lambda_inv_enc=0.0, lambda_inv_dec=0.0, lambda_rollout=0.0, lambda_spectral=0.0)
+
+
+class GradientProbe(pl.Callback):
+    """Records, after the first backward, which parameters hold a non-zero gradient."""
+
+    def __init__(self):
+        self.grads = None
+
+    def on_after_backward(self, trainer, pl_module):
+        if self.grads is None:
+            self.grads = {
+                name: (p.requires_grad, None if p.grad is None else float(p.grad.abs().sum()))
+                for name, p in pl_module.named_parameters()
+            }
+
+
+def run_one_step(model, horizon):
+    probe = GradientProbe()
+    make_trainer(fast_dev_run=1, callbacks=[probe]).fit(model, train_dataloaders=loader(horizon=horizon))
+    return probe.grads
+
+
+def grad_total(grads, prefix):
+    return sum(g or 0.0 for name, (_, g) in grads.items() if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("term", sorted(TERMS))
+def test_each_term_alone_trains_operator_and_leaves_frozen_parts_untouched(term, autoencoder_ckpt):
+    weights = {**ALL_OFF, **TERMS[term]}
+    model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, num_queries=24,
+                           **weights)
+    grads = run_one_step(model, horizon=3 if term == "L_rollout" else 1)
+    assert grad_total(grads, "operator.") > 0, f"{term} gave the operator no gradient"
+    for name, (requires_grad, grad) in grads.items():
+        if name.startswith(("encoder.", "decoder.")):
+            assert not requires_grad, f"frozen parameter {name} requires grad"
+            assert grad is None, f"frozen parameter {name} got a .grad"
+
+
+def test_frozen_parameters_are_not_in_the_optimizer(autoencoder_ckpt):
+    model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR)
+    trainer = make_trainer(fast_dev_run=1)
+    trainer.fit(model, train_dataloaders=loader())
+    in_optimizer = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in model.operator.parameters()}
+
+
+def test_end_to_end_mode_trains_encoder_and_decoder_too(autoencoder_ckpt):
+    model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
+                           freeze_autoencoder=False, lambda_inv_enc=0.5, lambda_inv_dec=0.5, num_queries=24)
+    grads = run_one_step(model, horizon=1)
+    for prefix in ("operator.", "encoder.", "decoder."):
+        assert grad_total(grads, prefix) > 0, f"{prefix} got no gradient in end-to-end mode"
+
+
+class EvalModeProbe(OperatorModule):
+    """Records the frozen modules' training flags from inside training_step."""
+
+    def training_step(self, batch, batch_idx):
+        self.seen_modes = getattr(self, "seen_modes", [])
+        self.seen_modes.append((self.encoder.training, self.decoder.training, self.operator.training))
+        return super().training_step(batch, batch_idx)
+
+
+def test_frozen_modules_stay_in_eval_mode_during_fit(autoencoder_ckpt):
+    model = EvalModeProbe(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR)
+    make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0).fit(model, train_dataloaders=loader())
+    assert len(model.seen_modes) == 4
+    assert all(modes == (False, False, True) for modes in model.seen_modes), model.seen_modes
+
+
+def test_frozen_operator_stage_needs_a_trained_autoencoder():
+    arch = dict(field_channels={"u": 1}, coord_dim=2, grid_shape=(8, 8), encoder={"patch_size": 2})
+    with pytest.raises(ValueError, match="autoencoder_ckpt"):
+        OperatorModule(autoencoder=arch, freeze_autoencoder=True)
+    with pytest.raises(ValueError, match="stage-1 model"):
+        OperatorModule()
+
+
+def test_impossible_loss_settings_fail_at_construction(autoencoder_ckpt):
+    with pytest.raises(ValueError, match="lambda_inv_enc"):
+        OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), lambda_inv_enc=-1.0)
+    with pytest.raises(ValueError, match="inverse_loss_frequency"):
+        OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), inverse_loss_frequency=0)
+    with pytest.raises(ValueError, match="num_queries"):
+        OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), num_queries=0)
+
+
+def test_rollout_loss_without_rollout_windows_is_an_error(autoencoder_ckpt):
+    model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, lambda_rollout=1.0)
+    with pytest.raises(ValueError, match="train_horizon"):
+        make_trainer(fast_dev_run=1).fit(model, train_dataloaders=loader(horizon=1))
+
+
+def test_inverse_loss_frequency_counts_batches(autoencoder_ckpt):
+    calls = []
+
+    class CountingDecoder(OperatorModule):
+        def training_step(self, batch, batch_idx):
+            handle = self.decoder.register_forward_hook(lambda *_: calls.append(batch_idx))
+            try:
+                return super().training_step(batch, batch_idx)
+            finally:
+                handle.remove()
+
+    model = CountingDecoder(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
+                            lambda_inv_enc=0.1, lambda_inv_dec=0.0, inverse_loss_frequency=2)
+    make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0).fit(
+        model, train_dataloaders=loader(num=8, batch_size=2))
+    assert sorted(set(calls)) == [0, 2]

@@ -1,0 +1,172 @@
+"""What the autoencoder and operator stages share: models, normalisation, batches, optimiser."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
+from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.modules.normalizer import FieldNormalizer
+
+log = logging.getLogger("upt_lightning.modules")
+
+QUERY_STRATEGIES = ("uniform", "stratified")
+
+
+@dataclass
+class PreparedBatch:
+    """A batch in model units. fields (B, N, C); targets (B, K, N, C); coords (B, N, d) in [0, 1]^d;
+    dt (B,) in frame units; mask (B, N) bool or None; meta for the encoder; raw_* in physical units."""
+
+    fields: torch.Tensor
+    targets: torch.Tensor
+    coords: torch.Tensor
+    dt: torch.Tensor
+    mask: torch.Tensor | None
+    meta: dict
+    raw_fields: torch.Tensor
+    raw_targets: torch.Tensor
+
+
+class UPTModuleBase(pl.LightningModule):
+    """Encoder + decoder + normaliser + the plumbing both training stages need.
+
+    Args:
+        field_channels: ordered field spec, e.g. {"u": 1, "v": 1}.
+        coord_dim: spatial dimension d of the points.
+        grid_shape: grid shape for grid data (row-major points), None for meshes.
+        encoder: {"kind": "grid"|"mesh", **kwargs} for GridEncoder / MeshEncoder.
+        decoder: kwargs for AnyPointDecoder.
+        latent_tokens, latent_dim: latent shape (T, D) shared by all models.
+        num_queries: points sampled for the decoder losses (None = all points).
+        query_strategy: "uniform" or "stratified".
+        per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
+        lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay over the run.
+        seed: base seed of the query-sampling generator (combined with step and rank).
+    """
+
+    def __init__(
+        self,
+        field_channels: Mapping[str, int],
+        coord_dim: int,
+        grid_shape: Sequence[int] | None = None,
+        encoder: Mapping[str, Any] | None = None,
+        decoder: Mapping[str, Any] | None = None,
+        latent_tokens: int = 16,
+        latent_dim: int = 32,
+        num_queries: int | None = None,
+        query_strategy: str = "uniform",
+        per_sample_queries: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.05,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if num_queries is not None and int(num_queries) <= 0:
+            raise ValueError(f"sampling.num_queries must be positive or null (all points), got {num_queries}")
+        if query_strategy not in QUERY_STRATEGIES:
+            raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {QUERY_STRATEGIES}")
+        if not lr > 0:
+            raise ValueError(f"optimizer lr must be positive, got {lr}")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        self.field_spec = validate_field_spec(field_channels)
+        self.num_channels = total_channels(self.field_spec)
+        self.grid_shape = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
+        self.coord_dim = int(coord_dim)
+        self.normalizer = FieldNormalizer(self.num_channels, self.coord_dim)
+        self.encoder = build_encoder(encoder, self.field_spec, self.grid_shape, self.coord_dim, latent_tokens, latent_dim)
+        self.decoder = build_decoder(decoder, self.field_spec, self.coord_dim, latent_dim)
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        data_spec = getattr(datamodule, "field_spec", None)
+        if data_spec is not None and dict(data_spec) != self.field_spec:
+            raise ValueError(
+                f"the data's fields {dict(data_spec)} differ from the model's {self.field_spec}: "
+                "use a checkpoint trained on this data, or train stage 1 again"
+            )
+        if not bool(self.normalizer.initialised) and getattr(datamodule, "stats", None) is not None:
+            self.normalizer.set_stats(datamodule.stats, dt=getattr(datamodule, "dt", None))
+            log.info("normalisation statistics taken from the training split")
+
+    # --------------------------------------------------------------- batches
+    def prepare_batch(self, batch: Mapping[str, torch.Tensor]) -> PreparedBatch:
+        """Normalise a DataModule batch: fields (B, N, C), targets (B, K, N, C), coords (B, N, d), dt (B,)."""
+        raw_fields = batch["fields"].float()
+        raw_targets = batch["targets"].float()
+        if raw_fields.ndim != 3 or raw_fields.shape[-1] != self.num_channels:
+            raise ValueError(
+                f"batch['fields'] must be (B, N, {self.num_channels}) for fields {self.field_spec}, "
+                f"got {tuple(raw_fields.shape)}"
+            )
+        if raw_targets.ndim != 4 or raw_targets.shape[2:] != raw_fields.shape[1:]:
+            raise ValueError(
+                f"batch['targets'] must be (B, K, N, C) matching fields {tuple(raw_fields.shape)}, "
+                f"got {tuple(raw_targets.shape)}"
+            )
+        mask = batch.get("mask")
+        norm = self.normalizer
+        return PreparedBatch(
+            fields=norm.normalize_fields(raw_fields),
+            targets=norm.normalize_fields(raw_targets),
+            coords=norm.normalize_coords(batch["coords"].float()),
+            dt=norm.normalize_dt(batch["dt"]).reshape(-1).expand(raw_fields.shape[0]),
+            mask=mask,
+            meta=self.encoder_meta(mask),
+            raw_fields=raw_fields,
+            raw_targets=raw_targets,
+        )
+
+    def encoder_meta(self, mask: torch.Tensor | None) -> dict:
+        meta: dict = {}
+        if self.grid_shape is not None:
+            meta["grid_shape"] = self.grid_shape
+        if mask is not None:
+            meta["mask"] = mask
+        return meta
+
+    # ---------------------------------------------------------------- models
+    def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
+        """Normalised fields (B, N, C) at coords (B, N, d) -> latent (B, T, D)."""
+        return self.encoder(split_fields(fields, self.field_spec), coords, dict(meta or {}))
+
+    def decode(self, latent: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Latent (B, T, D) at points (B, Q, d) -> normalised fields (B, Q, C)."""
+        return cat_fields(self.decoder(points, latent), self.field_spec)
+
+    def query_generator(self) -> torch.Generator:
+        """Seeded per (seed, rank, step): reproducible runs, and ranks draw different query indices."""
+        seed = int(self.hparams.get("seed", 0))
+        step = self.global_step if self._trainer is not None else 0
+        rank = self.global_rank if self._trainer is not None else 0
+        return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1))
+
+    # ------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("no trainable parameters: every model is frozen")
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(self.hparams.warmup_fraction * total)
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

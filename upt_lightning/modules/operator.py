@@ -1,0 +1,311 @@
+"""Stage 2: a trainable latent operator between a frozen (or jointly trained) encoder and decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from upt_lightning.fields import split_fields
+from upt_lightning.losses import compute_operator_loss_bundle, inverse_encoding_loss
+from upt_lightning.modules.base import UPTModuleBase
+from upt_lightning.modules.builders import build_operator
+from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
+from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation
+
+ROLLOUT_MODES = ("latent", "physical")
+
+
+class OperatorModule(UPTModuleBase):
+    """Latent time-stepping surrogate with UPT's inverse losses (stage 2).
+
+    One training step: z_t = E(u_t) (frozen), z_pred = operator(z_t, dt), target z_next = E(u_next);
+    loss = ``compute_operator_loss_bundle`` with forward (latent MSE), inverse encoding (decode z_pred at
+    sampled queries vs u_next), inverse decoding (decode z_pred, re-encode, compare with z_pred), rollout
+    (K latent steps vs encoded targets) and spectral (amplitude spectra of decoded z_pred vs u_next) terms.
+
+    Args:
+        autoencoder_ckpt: a stage-1 (:class:`AutoencoderModule`) checkpoint; its architecture, weights and
+            normalisation statistics are taken over. Required when ``freeze_autoencoder`` is True.
+        autoencoder: stage-1 architecture hyperparameters (field_channels, coord_dim, grid_shape, encoder,
+            decoder, latent_tokens, latent_dim) when no checkpoint is given (end-to-end training from scratch).
+            Checkpoints of this module store them here, so ``load_from_checkpoint`` needs no stage-1 file.
+        operator: kwargs of :class:`LatentOperator`.
+        freeze_autoencoder: encoder/decoder frozen (requires_grad False, eval mode, not in the optimiser).
+            False trains all three end to end (the UPT paper's way); then the encoded input is also
+            reconstructed (``lambda_recon``) and target latents are detached to prevent collapse.
+        use_inverse_losses, lambda_*: loss switches and base weights (seed names). The effective inverse
+            weights come from the :class:`InverseLossCurriculum` callback when attached, else stay at base.
+        inverse_loss_frequency: inverse losses run on every N-th *batch* (batch_idx % N == 0), as in the seed.
+        inverse_loss_warmup_epochs, inverse_loss_max_weight: read by the curriculum callback.
+        rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
+    """
+
+    def __init__(
+        self,
+        autoencoder_ckpt: str | None = None,
+        autoencoder: Mapping[str, Any] | None = None,
+        operator: Mapping[str, Any] | None = None,
+        freeze_autoencoder: bool = True,
+        use_inverse_losses: bool = True,
+        lambda_forward: float = 1.0,
+        lambda_inv_enc: float = 0.01,
+        lambda_inv_dec: float = 0.01,
+        lambda_rollout: float = 0.0,
+        lambda_spectral: float = 0.0,
+        lambda_recon: float = 1.0,
+        inverse_loss_frequency: int = 1,
+        inverse_loss_warmup_epochs: int = 5,
+        inverse_loss_max_weight: float = 0.05,
+        num_queries: int | None = None,
+        query_strategy: str = "uniform",
+        per_sample_queries: bool = True,
+        rollout_eval_mode: str = "latent",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.05,
+        seed: int = 0,
+        autoencoder_source: str | None = None,
+    ):
+        state = None
+        if autoencoder_ckpt is not None:
+            autoencoder, state = load_autoencoder_checkpoint(autoencoder_ckpt)
+            autoencoder_source = str(autoencoder_ckpt)
+        if autoencoder is None:
+            raise ValueError(
+                "OperatorModule needs a stage-1 model: pass autoencoder_ckpt=PATH (a trained AutoencoderModule "
+                "checkpoint) or, for end-to-end training with freeze_autoencoder=False, autoencoder={...}"
+            )
+        if freeze_autoencoder and autoencoder_source is None:
+            raise ValueError(
+                "freeze_autoencoder=True with an untrained encoder/decoder would freeze random weights: "
+                "give autoencoder_ckpt=PATH from stage 1, or set freeze_autoencoder=False"
+            )
+        for name, value in (("lambda_forward", lambda_forward), ("lambda_inv_enc", lambda_inv_enc),
+                            ("lambda_inv_dec", lambda_inv_dec), ("lambda_rollout", lambda_rollout),
+                            ("lambda_spectral", lambda_spectral), ("lambda_recon", lambda_recon),
+                            ("inverse_loss_max_weight", inverse_loss_max_weight)):
+            if value < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {value}")
+        if int(inverse_loss_frequency) < 1:
+            raise ValueError(f"loss.inverse_loss_frequency must be >= 1 (every N batches), got {inverse_loss_frequency}")
+        if rollout_eval_mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        arch = {k: autoencoder[k] for k in ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder",
+                                            "latent_tokens", "latent_dim") if k in autoencoder}
+        super().__init__(
+            **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
+            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed,
+        )
+        self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
+        if state is not None:
+            for name in ("encoder", "decoder", "normalizer"):
+                prefix = f"{name}."
+                sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                getattr(self, name).load_state_dict(sub, strict=True)
+        self.save_hyperparameters()
+        # Checkpoints of this module carry the stage-1 weights in their state_dict: store the architecture,
+        # not the path, so loading never needs the stage-1 file again.
+        self.hparams["autoencoder_ckpt"] = None
+        self.hparams["autoencoder"] = arch
+        self.hparams["autoencoder_source"] = autoencoder_source
+        if freeze_autoencoder:
+            for module in (self.encoder, self.decoder):
+                module.requires_grad_(False)
+                module.eval()
+        self.inverse_weights = {"lambda_inv_enc": float(lambda_inv_enc), "lambda_inv_dec": float(lambda_inv_dec)}
+        names = [f"{n}{i}" if c > 1 else n for n, c in self.field_spec.items() for i in range(c)]
+        self.val_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, names)
+        self.test_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, names)
+        self._rollout_names = names
+        self.val_rollout: RolloutEvaluation | None = None
+        self.test_rollout: RolloutEvaluation | None = None
+
+    # ----------------------------------------------------------- frozen parts
+    def train(self, mode: bool = True):
+        """Lightning calls .train() on the whole module every epoch; frozen parts must stay in eval mode."""
+        super().train(mode)
+        if self.hparams.freeze_autoencoder:
+            self.encoder.eval()
+            self.decoder.eval()
+        return self
+
+    # ------------------------------------------------------------ model steps
+    def step(self, latent: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D)."""
+        return self.operator(latent, dt)
+
+    def encode_frames(self, frames: torch.Tensor, coords: torch.Tensor, meta: Mapping) -> torch.Tensor:
+        """Normalised frames (B, K, N, C) -> latents (B, K, T, D), all K frames in one encoder call."""
+        batch, steps = frames.shape[:2]
+        flat_meta = dict(meta)
+        if "mask" in flat_meta:
+            flat_meta["mask"] = meta["mask"].repeat_interleave(steps, dim=0)
+        flat_coords = coords.repeat_interleave(steps, dim=0)
+        latents = self.encode(frames.flatten(0, 1), flat_coords, flat_meta)
+        return latents.unflatten(0, (batch, steps))
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        hp = self.hparams
+        b = self.prepare_batch(batch)
+        horizon = b.targets.shape[1]
+        frozen = bool(hp.freeze_autoencoder)
+        if hp.lambda_rollout > 0 and horizon < 2:
+            raise ValueError(
+                "loss.lambda_rollout > 0 needs rollout windows in training: set data.train_horizon >= 2"
+            )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            z_t = self.encode(b.fields, b.coords, b.meta)
+        used_targets = horizon if hp.lambda_rollout > 0 else 1
+        with torch.no_grad():
+            z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
+        z_pred = self.step(z_t, b.dt)
+
+        pred_rollout = target_rollout = None
+        if hp.lambda_rollout > 0:
+            latents = [z_pred]
+            for _ in range(1, horizon):
+                latents.append(self.step(latents[-1], b.dt))
+            pred_rollout, target_rollout = torch.stack(latents, dim=1), z_targets
+
+        inverse_now = bool(hp.use_inverse_losses) and batch_idx % int(hp.inverse_loss_frequency) == 0
+        weights = {
+            "lambda_forward": hp.lambda_forward,
+            "lambda_inv_enc": self.inverse_weights["lambda_inv_enc"] if inverse_now else 0.0,
+            "lambda_inv_dec": self.inverse_weights["lambda_inv_dec"] if inverse_now else 0.0,
+            "lambda_rollout": hp.lambda_rollout,
+            "lambda_spectral": hp.lambda_spectral,
+        }
+        next_fields = b.targets[:, 0]
+        spectral_pred = self.decode(z_pred, b.coords) if hp.lambda_spectral > 0 else None
+        bundle = compute_operator_loss_bundle(
+            input_fields=split_fields(next_fields, self.field_spec), encoded_latent=z_pred, decoder=self.decoder,
+            input_positions=b.coords, encoder=self.encoder, query_positions=b.coords, coords=b.coords,
+            meta=b.meta, pred_next=z_pred, target_next=z_targets[:, 0], pred_rollout=pred_rollout,
+            target_rollout=target_rollout, spectral_pred=spectral_pred,
+            spectral_target=next_fields if spectral_pred is not None else None, weights=weights,
+            current_epoch=None, num_queries=hp.num_queries, query_strategy=hp.query_strategy,
+            grid_shape=self.grid_shape, generator=self.query_generator(), per_sample=hp.per_sample_queries,
+            mask=b.mask,
+        )
+        loss = bundle.total
+        logs = {f"train/{name}": value for name, value in bundle.components.items()}
+        if not frozen and hp.lambda_recon > 0:
+            recon = inverse_encoding_loss(
+                split_fields(b.fields, self.field_spec), z_t, self.decoder, b.coords, 1.0, hp.num_queries,
+                hp.query_strategy, self.grid_shape, generator=self.query_generator(),
+                per_sample=hp.per_sample_queries, mask=b.mask,
+            )
+            loss = loss + hp.lambda_recon * recon
+            logs["train/L_recon"] = recon
+        logs["train/loss"] = loss
+        size = b.fields.shape[0]
+        self.log_dict(logs, batch_size=size)
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
+        self.log_dict(
+            {"train/w_inv_enc": self.inverse_weights["lambda_inv_enc"],
+             "train/w_inv_dec": self.inverse_weights["lambda_inv_dec"]},
+            on_step=False, on_epoch=True, batch_size=size,
+        )
+        return loss
+
+    # ------------------------------------------------------------- evaluation
+    def _rollout_eval(self, stage: str, horizon: int) -> RolloutEvaluation:
+        attr = f"{stage}_rollout"
+        current = getattr(self, attr)
+        if current is None or current.horizon != horizon:
+            current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names)
+            setattr(self, attr, current.to(self.device))
+        return current
+
+    def _evaluate(self, batch, dataloader_idx: int, stage: str) -> None:
+        b = self.prepare_batch(batch)
+        if dataloader_idx == 0:
+            z_pred = self.step(self.encode(b.fields, b.coords, b.meta), b.dt)
+            pred = self.normalizer.denormalize_fields(self.decode(z_pred, b.coords))
+            getattr(self, f"{stage}_onestep").update(pred, b.raw_targets[:, 0], b.raw_fields, b.mask)
+        else:
+            horizon = b.targets.shape[1]
+            pred = self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, horizon, b.coords,
+                                            self.hparams.rollout_eval_mode)
+            self._rollout_eval(stage, horizon).update(
+                self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask
+            )
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._evaluate(batch, dataloader_idx, "val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._evaluate(batch, dataloader_idx, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        logs = getattr(self, f"{stage}_onestep").compute_and_reset(stage)
+        rollout = getattr(self, f"{stage}_rollout")
+        if rollout is not None:
+            logs.update(rollout.compute_and_reset(stage))
+        self.log_dict(logs)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # -------------------------------------------------------------- inference
+    def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):
+        """Normalised fields (B, N, C) -> normalised predictions (B, S, Q, C) for the decoded steps."""
+        wanted = set(range(1, steps + 1)) if decode_steps is None else set(decode_steps)
+        latent = self.encode(fields, coords, meta)
+        outputs = []
+        for k in range(1, steps + 1):
+            latent = self.step(latent, dt)
+            if k in wanted:
+                outputs.append(self.decode(latent, query_points))
+            if mode == "physical" and k < steps:
+                latent = self.encode(self.decode(latent, coords), coords, meta)
+        return torch.stack(outputs, dim=1)
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        fields: torch.Tensor,
+        coords: torch.Tensor,
+        steps: int,
+        dt: torch.Tensor | float | None = None,
+        query_points: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        mode: str = "latent",
+        decode_steps: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive prediction in physical units.
+
+        Args:
+            fields: raw fields (B, N, C) at raw ``coords`` (B, N, d); mask (B, N) for padded meshes.
+            steps: number of operator steps.
+            dt: physical time step (float or (B,)); default one training frame.
+            query_points: raw points (B, Q, d) to decode at (default ``coords``): any resolution.
+            mode: "latent" encodes once and steps in latent space; "physical" decodes and re-encodes
+                at ``coords`` after every step.
+            decode_steps: 1-based steps to decode (default all); others are never decoded in latent mode.
+        Returns:
+            raw predictions (B, S, Q, C), S = len(decode_steps) or steps.
+        """
+        if mode not in ROLLOUT_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        norm = self.normalizer
+        points = norm.normalize_coords(coords)
+        queries = points if query_points is None else norm.normalize_coords(query_points)
+        step_dt = norm.normalize_dt(norm.dt_ref if dt is None else dt).reshape(-1).expand(fields.shape[0])
+        pred = self._rollout_normalised(
+            norm.normalize_fields(fields), points, self.encoder_meta(mask), step_dt, steps, queries, mode,
+            decode_steps,
+        )
+        return norm.denormalize_fields(pred)
+
+    def forward(self, fields, coords, dt=None, query_points=None, mask=None) -> torch.Tensor:
+        """Raw fields (B, N, C) -> raw next-step prediction (B, Q, C)."""
+        return self.rollout(fields, coords, 1, dt=dt, query_points=query_points, mask=mask)[:, 0]
