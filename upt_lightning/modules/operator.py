@@ -156,11 +156,19 @@ class OperatorModule(UPTModuleBase):
             raise ValueError(
                 "loss.lambda_rollout > 0 needs rollout windows in training: set data.train_horizon >= 2"
             )
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            z_t = self.encode(b.fields, b.coords, b.meta)
         used_targets = horizon if hp.lambda_rollout > 0 else 1
-        with torch.no_grad():
-            z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
+        cached = batch.get("latents")
+        if cached is not None:
+            # A latent cache (frozen encoder only) replaces both encoder calls; the fields stay in the
+            # batch because the inverse losses compare decoded predictions with them.
+            if not frozen:
+                raise ValueError("batch['latents'] from a latent cache needs freeze_autoencoder=True")
+            z_t, z_targets = cached[:, 0], cached[:, 1 : 1 + used_targets]
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+                z_t = self.encode(b.fields, b.coords, b.meta)
+            with torch.no_grad():
+                z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
         z_pred = self.step(z_t, b.dt)
 
         pred_rollout = target_rollout = None
