@@ -184,3 +184,39 @@ def test_mesh_module_pads_batches_and_masks_real_points(tmp_path):
         assert batch["mask"][row].tolist() == [True] * counts[traj] + [False] * (
             width - counts[traj]
         )
+
+
+TINY_2D = {"num": 5, "progress": False, "resolution": 10, "num_steps": 4, "dt_out": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "options"),
+    [
+        (GridDataModule, "burgers2d", {}),
+        (MeshDataModule, "burgers2d_mesh", {"min_points": 20, "max_points": 40}),
+    ],
+)
+def test_prepare_data_generates_a_missing_file_once_and_setup_reads_it(
+    tmp_path, cls, name, options
+):
+    path = tmp_path / "generated" / f"{name}.h5"
+    dm = cls(path, generate=name, generate_options={**TINY_2D, **options}, rollout_horizon=2)
+    dm.prepare_data()
+    written = path.stat().st_mtime_ns
+    dm.prepare_data()
+    assert path.stat().st_mtime_ns == written
+    dm.setup("fit")
+    assert dm.field_names == ["u", "v"] and dm.coord_dim == 2 and dm.dt == pytest.approx(0.05)
+    assert sorted(dm.train_trajectories + dm.val_trajectories + dm.test_trajectories) == list(
+        range(5)
+    )
+    batch = next(iter(dm.val_dataloader()[1]))
+    with h5py.File(path) as f:
+        for row, traj in enumerate(batch["traj"].tolist()):
+            group = f[f"{traj:04d}"]
+            points = group["coords"].shape[0] if "coords" in group else 100
+            data = torch.from_numpy(group["data"][1:3]).reshape(2, points, 2)
+            torch.testing.assert_close(batch["targets"][row][:, :points], data, rtol=0, atol=0)
+            if cls is MeshDataModule:
+                assert int(batch["mask"][row].sum()) == points
+    assert dm.grid_shape == ((10, 10) if cls is GridDataModule else None)
