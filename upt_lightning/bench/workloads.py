@@ -1,0 +1,81 @@
+"""Models and synthetic inputs the benchmarks share.
+
+Model sizes come from the Hydra presets in ``conf/model`` (``small``: the default experiment,
+``tiny``: the quick runs), so a benchmark measures the configuration that is trained. Timing and
+memory do not depend on the weight values, so the frozen encoder/decoder here keep their random
+initialisation; no stage-1 training is needed to measure them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from upt_lightning.modules import OperatorModule
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+FIELDS = {"u": 1, "v": 1}
+UNTRAINED = "benchmark: random frozen weights (timings and memory do not depend on their values)"
+
+
+def load_model_preset(name: str) -> dict:
+    """``conf/model/<name>.yaml`` as a dict (latent_tokens, latent_dim, grid_encoder, mesh_encoder,
+    decoder, operator)."""
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model preset {path} not found: run the benchmarks from a source checkout of upt_lightning "
+            f"(pip install -e .), whose conf/ directory holds the model presets"
+        )
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def grid_coords(grid_shape: tuple[int, ...]) -> torch.Tensor:
+    """Cell-centred points of the unit grid in row-major order: ``(prod(grid_shape), d)``."""
+    axes = [(torch.arange(n) + 0.5) / n for n in grid_shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid_shape))
+
+
+def smooth_fields(batch: int, coords: torch.Tensor, channels: int, seed: int = 0) -> torch.Tensor:
+    """Sums of a few random low Fourier modes at ``coords (N, d)``: ``(batch, N, channels)``, O(1) values."""
+    gen = torch.Generator().manual_seed(seed)
+    modes = 4
+    wavenumbers = torch.randint(1, 4, (batch, channels, modes, coords.shape[1]), generator=gen).float()
+    phases = torch.rand(batch, channels, modes, 1, generator=gen) * 2 * math.pi
+    angles = 2 * math.pi * torch.einsum("bcmd,nd->bcmn", wavenumbers, coords) + phases
+    return angles.sin().mean(dim=2).transpose(1, 2).contiguous()
+
+
+def grid_operator_module(
+    preset: dict,
+    grid_shape: tuple[int, ...],
+    num_queries: int | None = None,
+    query_strategy: str = "uniform",
+    device: torch.device = torch.device("cpu"),
+) -> OperatorModule:
+    """An OperatorModule with a frozen GridEncoder/AnyPointDecoder of ``preset`` and default loss weights."""
+    autoencoder = {
+        "field_channels": FIELDS, "coord_dim": len(grid_shape), "grid_shape": tuple(grid_shape),
+        "encoder": {"kind": "grid", **preset["grid_encoder"]}, "decoder": preset["decoder"],
+        "latent_tokens": preset["latent_tokens"], "latent_dim": preset["latent_dim"],
+    }
+    module = OperatorModule(
+        autoencoder=autoencoder, autoencoder_source=UNTRAINED, operator=preset["operator"],
+        num_queries=num_queries, query_strategy=query_strategy,
+    )
+    return module.to(device)
+
+
+def grid_batch(batch: int, grid_shape: tuple[int, ...], horizon: int = 1, device=torch.device("cpu")) -> dict:
+    """A DataModule-style batch: fields (B, N, 2), targets (B, K, N, 2), coords (B, N, d), dt (B,)."""
+    coords = grid_coords(grid_shape)
+    frames = smooth_fields(batch * (horizon + 1), coords, len(FIELDS)).unflatten(0, (batch, horizon + 1))
+    return {
+        "fields": frames[:, 0].to(device),
+        "targets": frames[:, 1:].to(device),
+        "coords": coords.expand(batch, -1, -1).contiguous().to(device),
+        "dt": torch.ones(batch, device=device),
+    }
