@@ -1,26 +1,195 @@
-"""The ``upt`` console script.
+"""The ``upt`` console script: the training stages through Lightning's LightningCLI.
 
-Today it reports the version and points at the entry points; the LightningCLI
-(``upt fit/validate/test``) arrives with the entry-points issue.
+    upt fit --config conf/cli/burgers_autoencoder.yaml                     # stage 1
+    upt fit --config conf/cli/burgers_upt.yaml \\
+        --model.init_args.autoencoder_ckpt=<stage-1 checkpoint>             # stage 2
+    upt validate --config conf/cli/burgers_upt.yaml --ckpt_path <checkpoint>
+    upt test --config conf/cli/burgers_upt.yaml --ckpt_path <checkpoint>
+    upt fit --config conf/cli/burgers_upt.yaml --print_config
+
+The model is any :class:`UPTModuleBase` (``AutoencoderModule``, ``OperatorModule``) and the data any
+:class:`TrajectoryDataModule`, both chosen by ``class_path`` in the config. The stage-1 model's
+``field_channels``, ``coord_dim`` and ``grid_shape`` are read from the data; stage 2 takes everything
+from its autoencoder checkpoint. Mistakes in configs, data files and checkpoint paths end with a
+one-line ``upt: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from upt_lightning import __version__
 
+# model constructor argument -> datamodule attribute it is read from
+DATA_LINKS = {"field_channels": "field_spec", "coord_dim": "coord_dim", "grid_shape": "grid_shape"}
+# ckpt_path values Lightning resolves itself rather than reading a file
+SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+DESCRIPTION = (
+    "Universal Physics Transformer surrogates of PDEs (LightningCLI). Stage 1: "
+    "`upt fit --config conf/cli/burgers_autoencoder.yaml`; stage 2: `upt fit --config "
+    "conf/cli/burgers_upt.yaml --model.init_args.autoencoder_ckpt=PATH`. Hydra entry point: "
+    "`python train.py +experiment=burgers_upt`."
+)
+
+
+def ready_datamodule(datamodule):
+    """Make sure the data file exists (generating a built-in one) and the datamodule is set up.
+
+    The stage-1 model's constructor needs the data's fields and grid before the Trainer starts, so
+    the datamodule's own ``prepare_data`` and ``setup`` run early; both are idempotent and the
+    Trainer's later calls reuse the result. In a multi-process launch only global rank 0 may
+    generate a file: another rank would race it and could read a half-written file.
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from upt_lightning.data.validation import DataFileNotFoundError
+
+    path = Path(datamodule.path)
+    if not path.exists() and rank_zero_only.rank != 0:
+        raise DataFileNotFoundError(
+            f"data file {path} does not exist on rank {rank_zero_only.rank}: generate it before a "
+            "multi-process launch (run the same command once on one process)"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def data_attribute(name: str) -> Callable[[Any], Any]:
+    """A link function: datamodule -> its attribute ``name`` after setup, as plain YAML types."""
+
+    def read(datamodule):
+        value = getattr(ready_datamodule(datamodule), name)
+        # a list round-trips through YAML configs and checkpoints, a tuple does not
+        return list(value) if isinstance(value, tuple) else value
+
+    read.__name__ = f"data_{name}"
+    return read
+
+
+def check_ckpt_path(ckpt_path: str | None) -> None:
+    """A missing checkpoint file is a user error; say so before any model is built."""
+    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or "://" in str(ckpt_path):
+        return
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist: give the path of a .ckpt file")
+
+
+def describe_root_cause(error: BaseException) -> str:
+    """The message of the innermost exception in ``error``'s ``raise ... from`` chain."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error) if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {error}"
+
+
+def checkpoint_report(callbacks) -> list[str]:
+    """Lines naming the checkpoints the ModelCheckpoint ``callbacks`` wrote, e.g. for stage 2's input.
+
+    "best checkpoint (val/nrmse): PATH" for a monitored callback, "latest checkpoint: PATH" for an
+    unmonitored one (it keeps the newest epoch), "last checkpoint: PATH" for a ``save_last`` copy.
+    """
+    lines = []
+    for callback in callbacks:
+        if callback.best_model_path:
+            kind = f"best checkpoint ({callback.monitor})" if callback.monitor else "latest checkpoint"
+            lines.append(f"{kind}: {callback.best_model_path}")
+        if callback.last_model_path:
+            lines.append(f"last checkpoint: {callback.last_model_path}")
+    return lines
+
+
+def drop_unaccepted_link_values(model) -> None:
+    """Remove data-link values from ``model``'s hyperparameters when its constructor lacks them.
+
+    jsonargparse skips a link whose target the chosen class does not have (OperatorModule has no
+    ``field_channels``), but Lightning still records the computed value among the hyperparameters;
+    a checkpoint holding it could not be loaded again.
+    """
+    accepted = inspect.signature(type(model).__init__).parameters
+    for key in DATA_LINKS:
+        if key not in accepted:
+            model.hparams.pop(key, None)
+            # the copy the logger writes to hparams.yaml; Lightning exposes it read-only
+            model._hparams_initial.pop(key, None)
+
+
+def build_cli_class():
+    """The LightningCLI subclass (imported lazily: `upt --version` must not import torch)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from upt_lightning.errors import ConfigError
+
+    class UPTLightningCLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # No predict: the modules define no predict_step; OperatorModule.rollout does inference.
+            return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
+        def setup_parser(self, add_subcommands, main_kwargs, subparser_kwargs) -> None:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            self.parser.add_argument("--version", action="version", version=f"upt_lightning {__version__}")
+
+        def add_arguments_to_parser(self, parser) -> None:
+            for argument, attribute in DATA_LINKS.items():
+                parser.link_arguments(
+                    "data", f"model.init_args.{argument}", compute_fn=data_attribute(attribute),
+                    apply_on="instantiate",
+                )
+
+        def before_instantiate_classes(self) -> None:
+            if self.subcommand is not None:
+                check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError, FileNotFoundError) as error:
+                # Constructors validate their arguments, so what they reject is a configuration
+                # mistake; jsonargparse wraps their message in its own, report it unwrapped.
+                raise ConfigError(describe_root_cause(error)) from error
+            drop_unaccepted_link_values(self.model)
+
+        def after_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                for line in checkpoint_report(self.trainer.checkpoint_callbacks):
+                    print(line)
+
+    return UPTLightningCLI
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="upt",
-        description="Universal Physics Transformer surrogates of PDEs. "
-        "Train with `python train.py +experiment=burgers_upt`; generate data with "
-        "`python -m upt_lightning.data.generate NAME --out DIR`.",
-    )
-    parser.add_argument("--version", action="version", version=f"upt_lightning {__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
+    """Run ``upt`` on ``argv`` (default: the command line); without arguments print the help."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--version"]:  # answered before torch and Lightning are imported (seconds)
+        print(f"upt_lightning {__version__}")
+        return 0
+    # LightningCLI reads sys.argv itself, and warns when it is given args as well
+    cli_args = None if argv is None and args else (args or ["--help"])
+
+    from upt_lightning.data.datamodules import TrajectoryDataModule
+    from upt_lightning.errors import is_user_error
+    from upt_lightning.modules.base import UPTModuleBase
+
+    try:
+        build_cli_class()(
+            model_class=UPTModuleBase,
+            datamodule_class=TrajectoryDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            parser_kwargs={"description": DESCRIPTION},
+            args=cli_args,
+        )
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"upt: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
