@@ -21,7 +21,7 @@ from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.models import saved_tensor_bytes
 
-QUICK = {"preset": "tiny", "grid": (64, 64), "batch": 2, "repeats": 2}
+QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 2, "repeats": 2}
 FULL = {"preset": "small", "grid": (64, 64), "batch": 16, "repeats": 7}
 FRACTIONS = (2, 4, 8)
 MB = 2**20

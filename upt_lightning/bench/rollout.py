@@ -3,6 +3,9 @@
 Latent mode encodes once and steps the operator in latent space; physical mode decodes and
 re-encodes the full grid after every step. Latent mode is timed twice: decoding only the last
 step (what a user who asks for one horizon pays) and decoding every step (a full trajectory).
+Physical mode is timed as ``OperatorModule.rollout`` runs it (which decodes each step twice when
+the query points are the grid: once for the output, once for re-encoding) and as
+:func:`physical_rollout_one_decode` (the output is what gets re-encoded), the fair baseline.
 """
 
 from __future__ import annotations
@@ -14,14 +17,30 @@ from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
 
-QUICK = {"preset": "tiny", "grid": (64, 64), "batch": 1, "steps": (2, 5, 10), "repeats": 2}
+@torch.no_grad()
+def physical_rollout_one_decode(module, fields: torch.Tensor, coords: torch.Tensor, steps: int) -> torch.Tensor:
+    """Raw fields (B, N, C) on the grid -> raw predictions (B, steps, N, C), decoding once per step."""
+    norm = module.normalizer
+    points, meta = norm.normalize_coords(coords), module.encoder_meta(None)
+    dt = norm.normalize_dt(norm.dt_ref).reshape(-1).expand(fields.shape[0])
+    latent = module.encode(norm.normalize_fields(fields), points, meta)
+    outputs = []
+    for k in range(steps):
+        outputs.append(module.decode(module.step(latent, dt), points))
+        if k < steps - 1:
+            latent = module.encode(outputs[-1], points, meta)
+    return norm.denormalize_fields(torch.stack(outputs, dim=1))
+
+
+QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2}
 FULL = {"preset": "small", "grid": (64, 64), "batch": 4, "steps": (10, 50, 100), "repeats": 3}
 
 COLUMNS = [
     Column("steps", "steps", "{:d}"), Column("latent_final_s", "latent, last step decoded s"),
-    Column("latent_all_s", "latent, every step decoded s"), Column("physical_s", "physical s"),
-    Column("speedup_final", "physical / latent (last)", "{:.1f}"),
-    Column("speedup_all", "physical / latent (every)", "{:.1f}"),
+    Column("latent_all_s", "latent, every step decoded s"), Column("physical_s", "physical (rollout) s"),
+    Column("physical_one_decode_s", "physical, one decode s"),
+    Column("speedup_final", "physical one decode / latent last", "{:.1f}"),
+    Column("speedup_all", "physical one decode / latent every", "{:.1f}"),
 ]
 
 
@@ -46,15 +65,19 @@ def run(options: BenchOptions) -> BenchResult:
             "latent_final_s": timed(steps, "latent", [steps]),
             "latent_all_s": timed(steps, "latent"),
             "physical_s": timed(steps, "physical"),
+            "physical_one_decode_s": median_time(
+                lambda: physical_rollout_one_decode(module, fields, coords, steps), sizes["repeats"], device=device
+            ).median_s,
         }
-        row["speedup_final"] = row["physical_s"] / row["latent_final_s"]
-        row["speedup_all"] = row["physical_s"] / row["latent_all_s"]
+        row["speedup_final"] = row["physical_one_decode_s"] / row["latent_final_s"]
+        row["speedup_all"] = row["physical_one_decode_s"] / row["latent_all_s"]
         rows.append(row)
     reference = rows[len(rows) // 2]
     summary = {
         "reference_steps": reference["steps"],
         "latent_speedup": reference["speedup_final"],
         "latent_all_decoded_speedup": reference["speedup_all"],
+        "latent_speedup_vs_rollout_physical": reference["physical_s"] / reference["latent_final_s"],
     }
     return BenchResult(
         name="rollout",
@@ -66,6 +89,6 @@ def run(options: BenchOptions) -> BenchResult:
         targets=[Target(f"latent rollout speed-up at {reference['steps']} steps", summary["latent_speedup"],
                         10.0, at_most=False)],
         settings={**sizes},
-        notes=["OperatorModule.rollout under torch.no_grad; physical mode decodes every step (its outputs) and "
-               "re-encodes the decoded grid."],
+        notes=["Under torch.no_grad. Speed-ups are against the physical rollout with one decode per step; "
+               "OperatorModule.rollout(mode='physical') decodes the grid twice per step (output, re-encoding)."],
     )

@@ -1,0 +1,157 @@
+"""`python -m upt_lightning.bench all --quick` runs every benchmark and writes the documented JSON.
+
+No timing is asserted (the CI machine is shared); the checks are on the files' structure, on the
+values being finite and positive, and on the quantities that do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from upt_lightning.bench.__main__ import main
+from upt_lightning.bench.memory import METHOD_RESET, track_peak_memory
+from upt_lightning.bench.rollout import physical_rollout_one_decode
+from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
+
+# The keys docs/performance.md documents: numbers > 0, numbers >= 0 (memory rises may be 0), labels.
+POSITIVE = "positive"
+NON_NEGATIVE = "non-negative"
+LABEL = "label"
+ROW_KEYS = {
+    "queries": {"strategy": LABEL, "num_queries": POSITIVE, "step_s": POSITIVE, "inv_enc_s": POSITIVE,
+                "inv_dec_s": POSITIVE, "step_saved_mb": POSITIVE, "decoder_saved_mb": POSITIVE,
+                "inv_dec_saved_mb": POSITIVE, "peak_rss_mb": POSITIVE, "rss_increase_mb": NON_NEGATIVE},
+    "rollout": {"steps": POSITIVE, "latent_final_s": POSITIVE, "latent_all_s": POSITIVE, "physical_s": POSITIVE,
+                "physical_one_decode_s": POSITIVE, "speedup_final": POSITIVE, "speedup_all": POSITIVE},
+    "decoder": {"method": LABEL, "points": POSITIVE, "time_s": POSITIVE, "points_per_s": POSITIVE,
+                "peak_rss_mb": POSITIVE, "rss_increase_mb": NON_NEGATIVE},
+    "mesh": {"points": POSITIVE, "supernodes": POSITIVE, "neighbours_s": POSITIVE, "encode_s": POSITIVE,
+             "neighbours_rss_mb": NON_NEGATIVE, "encode_rss_mb": NON_NEGATIVE, "saved_mb": POSITIVE},
+    "throughput": {"run": LABEL, "samples_per_s": POSITIVE, "step_s": POSITIVE, "between_s": POSITIVE, "loader_s": POSITIVE,
+                   "loader_share": POSITIVE},
+    "peak": {"workload": LABEL, "gflop": POSITIVE, "time_s": POSITIVE, "gflop_per_s": POSITIVE,
+             "fraction_of_matmul": POSITIVE},
+}
+SUMMARY_KEYS = {
+    "queries": ("decoder_saved_ratio_half", "step_saved_ratio_half", "step_speedup_half", "inv_enc_speedup_half",
+                "inverse_share_of_dense_step"),
+    "rollout": ("reference_steps", "latent_speedup", "latent_all_decoded_speedup",
+                "latent_speedup_vs_rollout_physical"),
+    "decoder": ("memory_ratio_decoder_chunks", "memory_ratio_streamed", "points_per_s_largest"),
+    "mesh": ("search_share_largest", "points_per_s_largest"),
+    "throughput": ("cache_speedup", "cache_speedup_inverse_off", "max_loader_share", "cache_build_s",
+                   "cached_windows"),
+    "peak": ("matmul_gflop_per_s", "step_gflop_per_s", "step_fraction_of_matmul", "flop_share_GridEncoder",
+             "flop_share_AnyPointDecoder", "flop_share_LatentOperator"),
+}
+TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 2, "peak": 0}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "upt_lightning.bench", "all", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, f"bench all --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return {name: json.loads((out / f"{name}.json").read_text()) for name in ROW_KEYS}
+
+
+def _check_number(where: str, value, kind: str) -> None:
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} is {value!r}, not a number"
+    assert math.isfinite(value), f"{where} is not finite"
+    assert value > 0 if kind == POSITIVE else value >= 0, f"{where} = {value} is not {kind}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ROW_KEYS))
+def test_every_benchmark_writes_its_documented_keys(results, name):
+    data = results[name]
+    assert data["benchmark"] == name and data["quick"] is True
+    assert data["environment"]["device"] == "cpu" and data["environment"]["torch_threads"] >= 1
+    assert data["rows"], f"{name} has no rows"
+    for index, row in enumerate(data["rows"]):
+        for key, kind in ROW_KEYS[name].items():
+            assert key in row, f"{name} row {index} lacks {key}"
+            if kind == LABEL:
+                assert isinstance(row[key], str) and row[key]
+            else:
+                _check_number(f"{name} row {index} {key}", row[key], kind)
+    for key in SUMMARY_KEYS[name]:
+        _check_number(f"{name} summary {key}", data["summary"].get(key), POSITIVE)
+    assert len(data["targets"]) == TARGET_COUNT[name]
+    for target in data["targets"]:
+        _check_number(f"{name} target {target['name']}", target["value"], POSITIVE)
+        expected = target["value"] <= target["threshold"] if target["comparison"] == "<=" else \
+            target["value"] >= target["threshold"]
+        assert target["met"] is expected
+
+
+@pytest.mark.slow
+def test_saved_bytes_follow_the_query_count(results):
+    rows = results["queries"]["rows"]
+    dense, points = rows[0], math.prod(results["queries"]["settings"]["grid"])
+    assert dense["strategy"] == "dense" and dense["num_queries"] == points
+    for strategy in ("uniform", "stratified"):
+        sampled = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: -r["num_queries"])
+        assert [r["num_queries"] for r in sampled] == [points // 2, points // 4, points // 8]
+        decoder = [dense["decoder_saved_mb"]] + [r["decoder_saved_mb"] for r in sampled]
+        # The decoder's activations are per query: halving Q halves them, up to the shared latent part.
+        for more, fewer in zip(decoder, decoder[1:]):
+            assert 0.45 < fewer / more < 0.55
+        # L_inv_dec re-encodes the full grid whatever Q is, so its saved bytes do not change.
+        for row in sampled:
+            assert row["inv_dec_saved_mb"] == pytest.approx(dense["inv_dec_saved_mb"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_sizes_follow_the_quick_settings(results):
+    assert [r["steps"] for r in results["rollout"]["rows"]] == list(results["rollout"]["settings"]["steps"])
+    decoder_points = sorted({r["points"] for r in results["decoder"]["rows"]})
+    assert decoder_points == list(results["decoder"]["settings"]["points"])
+    assert all(r["supernodes"] <= r["points"] for r in results["mesh"]["rows"])
+    assert len(results["throughput"]["rows"]) == 5
+
+
+def test_one_decode_physical_rollout_equals_the_modules_physical_rollout():
+    module = grid_operator_module(load_model_preset("tiny"), (16, 16)).eval()
+    module.normalizer.set_stats({"field_mean": torch.tensor([0.3, -0.2]), "field_std": torch.tensor([2.0, 0.5]),
+                                 "coord_min": torch.zeros(2), "coord_max": torch.ones(2)}, dt=0.1)
+    batch = grid_batch(2, (16, 16))
+    expected = module.rollout(batch["fields"], batch["coords"], 4, mode="physical")
+    latent_only = module.rollout(batch["fields"], batch["coords"], 4, mode="latent")
+    got = physical_rollout_one_decode(module, batch["fields"], batch["coords"], 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got[:, 1:], latent_only[:, 1:], atol=1e-4), "the two modes must differ after step 1"
+
+
+def test_peak_memory_sees_an_allocation_and_ignores_a_no_op():
+    with track_peak_memory() as idle:
+        pass
+    with track_peak_memory() as busy:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written, hence resident
+        del block
+    if busy.method != METHOD_RESET:
+        pytest.skip("this system cannot reset the RSS high-water mark")
+    assert busy.rss_increase_bytes >= 60 * 2**20
+    assert idle.rss_increase_bytes < 16 * 2**20
+    assert busy.peak_rss_bytes >= busy.rss_increase_bytes
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown when CUDA is missing")
+def test_cuda_without_a_gpu_and_unknown_names_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["queries", "--device", "cuda"])
+    assert "no CUDA device is available; use --device cpu" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["querys"])
+    assert "invalid choice: 'querys'" in capsys.readouterr().err
