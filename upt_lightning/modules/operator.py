@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,9 @@ from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
 from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation
 
 ROLLOUT_MODES = ("latent", "physical")
+
+# Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 class OperatorModule(UPTModuleBase):

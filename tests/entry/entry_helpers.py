@@ -1,0 +1,46 @@
+"""Tiny overrides that make every experiment run in seconds, and a subprocess runner for train.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_COMMON = [
+    "model=tiny",
+    "trainer.accelerator=cpu",
+    "data.batch_size=4",
+    "data.rollout_horizon=3",
+    "evaluate.plot_horizons=[1,3]",
+    "objective=test/rollout_nrmse_h3",
+    "stage1.max_epochs=1",
+    "stage2.max_epochs=1",
+    "stage1.limit_train_batches=3",
+    "stage2.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+]
+
+TINY_DATA = {
+    "burgers_upt": ["data.generate_options.resolution=16", "data.generate_options.num=10",
+                    "+data.generate_options.num_steps=8", "sampling.num_queries=64"],
+    "burgers1d_upt": ["+data.generate_options.num=6", "+data.generate_options.resolution=64",
+                      "model.grid_encoder.patch_size=8", "sampling.num_queries=32"],
+    "burgers_mesh_upt": ["+data.generate_options.num=6", "+data.generate_options.resolution=16",
+                         "+data.generate_options.min_points=150", "+data.generate_options.max_points=200",
+                         "+data.generate_options.num_steps=8", "sampling.num_queries=64",
+                         "model.mesh_encoder.num_supernodes=32"],
+}
+
+
+def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
+    return [f"+experiment={experiment}", f"data_dir={data_dir}", *TINY_COMMON, *TINY_DATA[experiment]]
+
+
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)

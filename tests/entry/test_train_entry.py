@@ -1,0 +1,117 @@
+"""train.py end to end: Hydra composition of every experiment, real subprocess runs, sweeps, bad configs."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from entry_helpers import REPO, run_train, tiny_overrides
+from upt_lightning.errors import ConfigError
+from upt_lightning.pipeline import run_experiment
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("train", overrides=overrides)
+
+
+def test_the_three_documented_experiments_exist():
+    assert {"burgers_upt", "burgers1d_upt", "burgers_mesh_upt"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_fast_dev_run(experiment, tmp_path):
+    cfg = compose_train([*tiny_overrides(experiment, tmp_path / "data"), "+trainer.fast_dev_run=true",
+                         "evaluate.plots=false", f"+run_dir={tmp_path / 'run'}"])
+    results = run_experiment(cfg)
+    metrics = results["metrics"]
+    assert metrics["test/nrmse"] > 0 and metrics["test/persistence_nrmse"] > 0
+    assert "test/rollout_nrmse_h3" in metrics
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*tiny_overrides("burgers_upt", tmp_path / "data"), f"hydra.run.dir={run_dir}"]
+    done = run_train(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("config.yaml", "results.json", "rollout_nrmse.png", "rollout_snapshots.png",
+                 "stage1/metrics.csv", "stage2/metrics.csv", "stage2/checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), f"{name} missing from the run directory"
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("test/nrmse", "test/persistence_nrmse", "test/rollout_nrmse_h3", "superres/rollout_nrmse_h3"):
+        assert results["metrics"][key] > 0, key
+    assert "persistence" in done.stdout and "rollout nRMSE" in done.stdout  # the summary table
+
+    # The same stage-1 configuration again: the cached autoencoder is reused, and the log says so.
+    again = run_train([*args[:-1], f"hydra.run.dir={tmp_path / 'run2'}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing the cached autoencoder" in (tmp_path / "run2" / "train.log").read_text()
+    assert not (tmp_path / "run2" / "stage1").exists()
+
+
+@pytest.mark.slow
+def test_multirun_over_the_two_lambdas_and_sweep_summary(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_train(["-m", *tiny_overrides("burgers_upt", tmp_path / "data"), "evaluate.plots=false",
+                      "evaluate.superres=false", "loss.lambda_inv_enc=0,0.01", "loss.lambda_inv_dec=0,0.01",
+                      f"hydra.sweep.dir={sweep_dir}"], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = sorted(sweep_dir.glob("*/results.json"))
+    assert len(results) == 4
+    combos = {tuple(sorted(o for o in json.loads(p.read_text())["overrides"] if "lambda_inv" in o))
+              for p in results}
+    assert len(combos) == 4
+    logs = "".join(p.read_text() for p in sweep_dir.glob("*/train.log"))
+    assert logs.count("reusing the cached autoencoder") == 3  # stage 1 trained once for 4 jobs
+
+    import subprocess
+    import sys
+
+    summary = subprocess.run([sys.executable, "-m", "upt_lightning.sweep", str(sweep_dir)], capture_output=True,
+                             text=True, cwd=REPO)
+    assert summary.returncode == 0, summary.stderr
+    assert "loss.lambda_inv_enc" in summary.stdout and "loss.lambda_inv_dec" in summary.stdout
+    assert (sweep_dir / "sweep_heatmap.png").stat().st_size > 1000
+    assert len((sweep_dir / "sweep_summary.csv").read_text().strip().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("sampling.strategy=bogus", "sampling.strategy"),
+        ("loss.lambda_inv_enc=-1", "loss.lambda_inv_enc"),
+        ("sampling.num_queries=0", "sampling.num_queries"),
+        ("model.grid_encoder.patch_size=5", "model.grid_encoder.patch_size"),
+        ("stage2.max_epochs=0", "stage2.max_epochs"),
+        ("loss.inverse_loss_frequency=0", "loss.inverse_loss_frequency"),
+        ("evaluate.plot_horizons=[1,99]", "evaluate.plot_horizons"),
+    ],
+)
+def test_impossible_settings_fail_before_training_naming_the_key(override, key, tmp_path):
+    cfg = compose_train([*tiny_overrides("burgers_upt", tmp_path / "data"), override, f"+run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run_experiment(cfg)
+    assert not (tmp_path / "run" / "stage1").exists()
+
+
+def test_train_py_prints_a_config_error_without_traceback(tmp_path):
+    done = run_train([*tiny_overrides("burgers_upt", tmp_path / "data"), "sampling.strategy=bogus",
+                      f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
+    assert done.returncode == 2
+    assert "sampling.strategy" in done.stderr and "uniform" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()  # failed before generating anything
+
+
+def test_unknown_experiment_fails_with_the_available_ones(tmp_path):
+    done = run_train(["+experiment=no_such_experiment", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
+    assert done.returncode != 0
+    assert "no_such_experiment" in done.stderr and "burgers_upt" in done.stderr
+    assert "Traceback" not in done.stderr

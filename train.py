@@ -1,0 +1,32 @@
+"""Train and evaluate a UPT surrogate: `python train.py +experiment=burgers_upt`.
+
+Stage 1 trains the autoencoder (or reuses a cached one), stage 2 the latent operator; the test
+set is then evaluated and a summary, plots and results.json are written into the run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from upt_lightning.errors import is_user_error
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from upt_lightning.pipeline import run_experiment
+
+    try:
+        results = run_experiment(cfg)
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return results.get("objective")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Errors that report a user's mistake: entry points print their message and exit non-zero, no traceback."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """An impossible configuration value; the message names the config key and the fix."""
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True for mistakes in configs, data files or checkpoints that a message explains fully."""
+    from upt_lightning.data.validation import DataError
+
+    return isinstance(error, (ConfigError, DataError, FileNotFoundError))

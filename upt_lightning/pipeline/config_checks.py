@@ -1,0 +1,66 @@
+"""Checks of the composed Hydra config, run before anything is generated or trained."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from upt_lightning.errors import ConfigError
+from upt_lightning.query_sampling import STRATEGIES
+
+LOSS_WEIGHTS = ("lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout", "lambda_spectral",
+                "lambda_recon", "inverse_loss_max_weight")
+
+
+def _positive_int(cfg: DictConfig, key: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive integer{' or null' if allow_none else ''}")
+
+
+def _patch_divides(grid_shape, patch_size) -> None:
+    patches = [patch_size] * len(grid_shape) if isinstance(patch_size, int) else list(patch_size)
+    for axis, (size, patch) in enumerate(zip(grid_shape, patches)):
+        if size % patch:
+            divisors = [d for d in range(1, size + 1) if size % d == 0]
+            raise ConfigError(
+                f"model.grid_encoder.patch_size={patch_size} does not divide grid axis {axis} of size {size}; "
+                f"choose one of {divisors}"
+            )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the key of the first impossible value."""
+    sampling = cfg.sampling
+    if sampling.strategy not in STRATEGIES:
+        raise ConfigError(f"sampling.strategy={sampling.strategy!r} is unknown; choose one of {list(STRATEGIES)}")
+    _positive_int(cfg, "sampling.num_queries", sampling.num_queries, allow_none=True)
+    for name in LOSS_WEIGHTS:
+        value = cfg.loss.get(name)
+        if value is not None and value < 0:
+            raise ConfigError(f"loss.{name}={value} must be >= 0")
+    _positive_int(cfg, "loss.inverse_loss_frequency", cfg.loss.inverse_loss_frequency)
+    if cfg.loss.inverse_loss_warmup_epochs < 0:
+        raise ConfigError(f"loss.inverse_loss_warmup_epochs={cfg.loss.inverse_loss_warmup_epochs} must be >= 0")
+    for stage in ("stage1", "stage2"):
+        _positive_int(cfg, f"{stage}.max_epochs", cfg[stage].max_epochs)
+        if not cfg[stage].lr > 0:
+            raise ConfigError(f"{stage}.lr={cfg[stage].lr} must be positive")
+    _positive_int(cfg, "data.batch_size", cfg.data.batch_size)
+    _positive_int(cfg, "data.rollout_horizon", cfg.data.rollout_horizon)
+    if cfg.loss.lambda_rollout > 0 and cfg.data.train_horizon < 2:
+        raise ConfigError("loss.lambda_rollout > 0 needs data.train_horizon >= 2 (rollout windows in training)")
+    for horizon in cfg.evaluate.plot_horizons:
+        if not 1 <= horizon <= cfg.data.rollout_horizon:
+            raise ConfigError(
+                f"evaluate.plot_horizons contains {horizon}; horizons run from 1 to data.rollout_horizon="
+                f"{cfg.data.rollout_horizon}"
+            )
+
+
+def check_against_data(cfg: DictConfig, grid_shape) -> None:
+    """Checks that need the data's shape (known after the DataModule's setup)."""
+    if grid_shape is not None:
+        _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
+    elif cfg.loss.lambda_spectral > 0:
+        raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")

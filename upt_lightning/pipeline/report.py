@@ -1,0 +1,46 @@
+"""The run's summary: a rich table on the terminal and results.json in the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+SUMMARY_ROWS = (
+    ("one-step nRMSE", "test/nrmse", "test/persistence_nrmse"),
+    ("rollout nRMSE, h=1", "test/rollout_nrmse_h1", "test/persistence_rollout_nrmse_h1"),
+    ("rollout nRMSE, h=5", "test/rollout_nrmse_h5", "test/persistence_rollout_nrmse_h5"),
+    ("rollout nRMSE, h=10", "test/rollout_nrmse_h10", "test/persistence_rollout_nrmse_h10"),
+    ("rollout nRMSE, last", "test/rollout_nrmse_last", "test/persistence_rollout_nrmse_last"),
+    ("super-res nRMSE, h=1", "superres/rollout_nrmse_h1", None),
+    ("super-res nRMSE, h=10", "superres/rollout_nrmse_h10", None),
+)
+
+
+def summary_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("UPT", justify="right")
+    table.add_column("persistence", justify="right")
+    table.add_column("ratio", justify="right")
+    for label, key, baseline_key in SUMMARY_ROWS:
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        baseline = metrics.get(baseline_key) if baseline_key else None
+        ratio = f"{value / baseline:.3f}" if baseline else ""
+        table.add_row(label, f"{value:.4g}", "" if baseline is None else f"{baseline:.4g}", ratio)
+    return table
+
+
+def print_summary(metrics: dict, title: str) -> None:
+    Console().print(summary_table(metrics, title))
+
+
+def write_results(run_dir: Path, results: dict) -> Path:
+    """results.json: overrides, metrics, checkpoints, wall time (read by `python -m upt_lightning.sweep`)."""
+    path = run_dir / "results.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+    return path

@@ -1,0 +1,97 @@
+"""One experiment end to end, as `python train.py +experiment=...` runs it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from upt_lightning.pipeline.config_checks import check_against_data, check_config
+from upt_lightning.pipeline.evaluate import example_rollout, superres_metrics, test_metrics, write_config
+from upt_lightning.pipeline.report import print_summary, write_results
+from upt_lightning.pipeline.stage1 import obtain_autoencoder
+from upt_lightning.pipeline.stage2 import train_operator
+from upt_lightning.plots import plot_error_vs_horizon, plot_rollout_snapshots
+
+log = logging.getLogger("upt_lightning.pipeline")
+
+
+def build_datamodule(cfg: DictConfig):
+    """Instantiate the data group (minus its super-resolution entry), generate if missing, set up."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("superres", None)
+    datamodule = instantiate(data_cfg, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # called outside Hydra (tests, notebooks)
+        return Path(cfg.get("run_dir", "outputs/run"))
+
+
+def overrides_of() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Train and evaluate; returns the results written to results.json."""
+    start = time.time()
+    check_config(cfg)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    check_against_data(cfg, datamodule.grid_shape)
+    autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
+    trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
+
+    metrics: dict = {}
+    if cfg.evaluate.test:
+        metrics.update(test_metrics(trainer, model, datamodule))
+        metrics.update(superres_metrics(cfg, model, datamodule))
+    results = {
+        "overrides": overrides_of(),
+        "metrics": metrics,
+        "objective": metrics.get(cfg.objective),
+        "objective_metric": cfg.objective,
+        "autoencoder_ckpt": str(autoencoder_ckpt),
+        "operator_ckpt": str(best) if best else None,
+        "wall_time_s": round(time.time() - start, 1),
+        "device": str(model.device),
+    }
+    if trainer.is_global_zero:
+        if cfg.evaluate.test and cfg.evaluate.plots:
+            results["plots"] = [str(p) for p in make_plots(cfg, model, datamodule, metrics, run_dir)]
+        write_results(run_dir, results)
+        print_summary(metrics, f"{run_dir} ({results['wall_time_s']:.0f} s)")
+    return results
+
+
+def make_plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path) -> list[Path]:
+    horizon = cfg.data.rollout_horizon
+    model_curve = [metrics.get(f"test/rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
+    baseline = [metrics.get(f"test/persistence_rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
+    paths = []
+    if None not in model_curve and None not in baseline:
+        paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / "rollout_nrmse.png"))
+    example = example_rollout(model, datamodule)
+    paths.append(plot_rollout_snapshots(
+        example["truth"], example["pred"], example["coords"], datamodule.grid_shape,
+        list(cfg.evaluate.plot_horizons), run_dir / "rollout_snapshots.png",
+        channel_name=datamodule.field_names[0],
+    ))
+    return paths

@@ -1,0 +1,88 @@
+"""Stage 1: train the autoencoder once per configuration and reuse it from a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from upt_lightning.modules import AutoencoderModule
+from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage1_callbacks
+
+log = logging.getLogger("upt_lightning.pipeline")
+
+
+def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
+    """Hash of everything stage 1 depends on: its settings, the model's encoder/decoder, sampling, data."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("superres", None)
+    data.pop("num_workers", None)
+    identity = {
+        "stage1": OmegaConf.to_container(cfg.stage1, resolve=True),
+        "model": {k: OmegaConf.to_container(cfg.model, resolve=True).get(k)
+                  for k in ("latent_tokens", "latent_dim", "grid_encoder", "mesh_encoder", "decoder")},
+        "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
+        "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+        "data": data,
+        "seed": cfg.seed,
+    }
+    if data_file is not None and data_file.exists():
+        stat = data_file.stat()
+        identity["data_file"] = [stat.st_size, stat.st_mtime_ns]
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> AutoencoderModule:
+    model = cfg.model
+    encoder = {"kind": encoder_kind, **OmegaConf.to_container(model[f"{encoder_kind}_encoder"], resolve=True)}
+    return AutoencoderModule(
+        field_channels=datamodule.field_spec,
+        coord_dim=datamodule.coord_dim,
+        grid_shape=datamodule.grid_shape,
+        encoder=encoder,
+        decoder=OmegaConf.to_container(model.decoder, resolve=True),
+        latent_tokens=model.latent_tokens,
+        latent_dim=model.latent_dim,
+        lambda_cycle=cfg.stage1.lambda_cycle,
+        num_queries=cfg.sampling.num_queries,
+        query_strategy=cfg.sampling.strategy,
+        per_sample_queries=cfg.sampling.per_sample,
+        lr=cfg.stage1.lr,
+        seed=cfg.seed,
+    )
+
+
+def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
+    """Path of the stage-1 checkpoint: given, cached, or trained now (and cached)."""
+    if cfg.autoencoder_ckpt:
+        path = Path(cfg.autoencoder_ckpt)
+        if not path.is_file():
+            raise FileNotFoundError(f"autoencoder_ckpt={path} does not exist; drop the override to train stage 1")
+        log.info("stage 1: using the given autoencoder %s", path)
+        return path
+    key = stage1_key(cfg, Path(cfg.data.path))
+    cached = Path(cfg.cache_dir) / key / "autoencoder.ckpt"
+    if cached.is_file():
+        log.info("stage 1: reusing the cached autoencoder %s (same stage-1 config and data)", cached)
+        return cached
+    log.info("stage 1: training the autoencoder (cache key %s)", key)
+    encoder_kind = "grid" if datamodule.grid_shape is not None else "mesh"
+    model = build_autoencoder(cfg, datamodule, encoder_kind)
+    out_dir = run_dir / "stage1"
+    trainer = make_trainer(cfg, "stage1", out_dir, stage1_callbacks(cfg, out_dir))
+    trainer.fit(model, datamodule=datamodule)
+    best = final_checkpoint(trainer, out_dir, "autoencoder-final.ckpt")
+    if trainer.is_global_zero:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        shutil.copyfile(best, partial)
+        os.replace(partial, cached)  # atomic: a killed copy never looks like a finished checkpoint
+        (cached.parent / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("stage 1: cached the autoencoder as %s", cached)
+    return cached

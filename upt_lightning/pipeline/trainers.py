@@ -1,0 +1,62 @@
+"""Lightning Trainers for the two stages from the Hydra config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+
+def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Trainer writing logs and checkpoints under out_dir (stage is "stage1" or "stage2")."""
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
+    limit = cfg[stage].get("limit_train_batches")
+    if limit is not None:
+        trainer_kwargs["limit_train_batches"] = limit
+    for key, value in (cfg[stage].get("trainer") or {}).items():
+        trainer_kwargs[key] = value
+    return pl.Trainer(
+        **trainer_kwargs,
+        max_epochs=cfg[stage].max_epochs,
+        default_root_dir=str(out_dir),
+        logger=logger,
+        callbacks=callbacks,
+    )
+
+
+def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
+    checkpoints = str(out_dir / "checkpoints")
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=checkpoints, filename="autoencoder", monitor="val/nrmse", mode="min", save_top_k=1),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1),
+    ]
+    if cfg.callbacks.get("progress") is not None:
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
+    callbacks = []
+    for name, spec in (cfg.callbacks or {}).items():
+        if spec is None:
+            continue
+        if name in ("checkpoint", "last_checkpoint"):
+            callbacks.append(instantiate(spec, dirpath=str(out_dir / "checkpoints")))
+        else:
+            callbacks.append(instantiate(spec))
+    return callbacks
+
+
+def final_checkpoint(trainer: pl.Trainer, out_dir: Path, fallback_name: str) -> Path:
+    """The best checkpoint of the fit; when checkpointing was off (fast_dev_run) save the final weights."""
+    callback = trainer.checkpoint_callback
+    best = (callback.best_model_path or callback.last_model_path) if callback is not None else ""
+    if best and Path(best).is_file():
+        return Path(best)
+    path = out_dir / "checkpoints" / fallback_name
+    trainer.save_checkpoint(path)
+    return path

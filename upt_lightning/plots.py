@@ -1,0 +1,69 @@
+"""Figures users look at: rollout snapshots (truth, prediction, error) and error against horizon."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_error_vs_horizon(model_nrmse: Sequence[float], persistence_nrmse: Sequence[float], path: Path,
+                          title: str = "Test rollout error") -> Path:
+    """Line plot of nRMSE per horizon step for the model and the persistence baseline."""
+    steps = list(range(1, len(model_nrmse) + 1))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(steps, model_nrmse, "o-", label="UPT (latent rollout)")
+    ax.plot(steps, persistence_nrmse, "s--", label="persistence")
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("nRMSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_rollout_snapshots(truth: torch.Tensor, pred: torch.Tensor, coords: torch.Tensor,
+                           grid_shape: Sequence[int] | None, horizons: Sequence[int], path: Path,
+                           channel: int = 0, channel_name: str = "u") -> Path:
+    """Rows truth / prediction / |error| for one channel at the given 1-based horizons.
+
+    truth, pred: (K, N, C) raw values; coords (N, d); grid_shape None for scattered points.
+    """
+    horizons = [h for h in horizons if 1 <= h <= truth.shape[0]]
+    fig, axes = plt.subplots(3, len(horizons), figsize=(3.2 * len(horizons), 8), squeeze=False)
+    vmin, vmax = float(truth[..., channel].min()), float(truth[..., channel].max())
+    err_max = float((pred - truth)[..., channel].abs().max())
+    for col, h in enumerate(horizons):
+        rows = (truth[h - 1, :, channel], pred[h - 1, :, channel], (pred - truth)[h - 1, :, channel].abs())
+        for row, (values, label) in enumerate(zip(rows, ("truth", "prediction", "|error|"))):
+            ax = axes[row][col]
+            limits = (0.0, err_max) if row == 2 else (vmin, vmax)
+            _draw(ax, values, coords, grid_shape, limits, cmap="magma" if row == 2 else "RdBu_r")
+            ax.set_title(f"{label}, {channel_name}, h={h}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _draw(ax, values, coords, grid_shape, limits, cmap):
+    if grid_shape is not None and len(grid_shape) == 2:
+        image = ax.imshow(values.reshape(grid_shape).T, origin="lower", cmap=cmap, vmin=limits[0], vmax=limits[1],
+                          extent=(0, 1, 0, 1))
+        plt.colorbar(image, ax=ax, fraction=0.046)
+    elif coords.shape[-1] == 1:
+        ax.plot(coords[:, 0], values)
+        ax.set_ylim(*limits)
+    else:
+        image = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=4, cmap=cmap, vmin=limits[0], vmax=limits[1])
+        plt.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks([])
+    ax.set_yticks([])
