@@ -1,0 +1,266 @@
+"""Generate the built-in data sets into HDF5 files.
+
+    python -m upt_lightning.data.generate burgers2d --out data --num 256
+    generate_dataset("burgers2d", "data/burgers2d_64.h5", num=256)
+
+``burgers1d`` is PDEBench's 1D Burgers set-up (layout ``tensor``/``x-coordinate``/``t-coordinate``);
+``burgers2d`` the 2D viscous Burgers equations on a grid (PDEBench per-sample groups), optionally
+written on a finer grid than the solver's; ``burgers2d_mesh`` the same trajectories at scattered
+points, a different set per trajectory. The same seed gives the same initial conditions in both 2D
+sets. Layouts and defaults: docs/data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from upt_lightning.data.solvers.spectral import cell_centres, dealias_cutoff
+from upt_lightning.data.solvers.trajectories import (
+    burgers1d_trajectories,
+    burgers2d_grid_trajectories,
+    burgers2d_mesh_trajectories,
+)
+from upt_lightning.data.writers import MeshWriter, PDEBench1DWriter, PDEBench2DWriter
+
+OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
+    "resolution": (int, "solver grid points per axis"),
+    "output_resolution": (int, "grid points per axis written (burgers2d); a multiple of resolution"),
+    "num_steps": (int, "snapshots per trajectory, including t = 0"),
+    "dt_out": (float, "time between snapshots"),
+    "nu": (float, "viscosity (burgers1d: PDEBench's Nu; its equation has nu/pi)"),
+    "amplitude": (float, "peak of |u| and |v| in each initial condition (2D)"),
+    "num_modes": (int, "sinusoids per initial condition (burgers1d)"),
+    "max_wavenumber": (int, "highest wavenumber in the initial conditions"),
+    "min_points": (int, "fewest mesh points per trajectory"),
+    "max_points": (int, "most mesh points per trajectory"),
+    "cfl": (float, "Courant number of the internal time step"),
+    "batch_size": (int, "trajectories solved together (memory vs speed)"),
+})
+# Options that change nothing in the file, hence not in its name.
+NOT_IN_FILENAME = ("batch_size",)
+FIELD_NAMES_2D = ("u", "v")
+
+Advance = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """A built-in data set: defaults of its options and the function that writes it."""
+
+    description: str
+    default_num: int
+    defaults: Mapping[str, int | float | None]
+    write: Callable[[Path, int, int, dict, Advance], None]
+    grid_option: str | None  # option whose value names the written grid in the file name
+
+
+def _attrs(name: str, seed: int, options: dict) -> dict:
+    """Root attributes: enough to regenerate the file with ``generate_dataset(name, **...)``."""
+    kept = {k: v for k, v in options.items() if k not in NOT_IN_FILENAME}
+    equation = DATASETS[name].description
+    return {"dataset": name, "equation": equation, "generator": "upt_lightning.data.generate", "seed": seed, **kept}
+
+
+def _times(o: dict) -> torch.Tensor:
+    return o["dt_out"] * torch.arange(o["num_steps"], dtype=torch.float64)
+
+
+def _write_burgers1d(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
+    attrs = {k: v for k, v in _attrs("burgers1d", seed, o).items() if k != "nu"}  # stored as "Nu"
+    x = cell_centres(o["resolution"])
+    with PDEBench1DWriter(path, num=num, x=x, t=_times(o), nu=o["nu"], attrs=attrs) as writer:
+        for u in burgers1d_trajectories(num, seed, **o):
+            writer.append(u[None])
+            advance(1)
+
+
+def _write_burgers2d(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
+    x = cell_centres(o["output_resolution"])
+    attrs = _attrs("burgers2d", seed, o)
+    with PDEBench2DWriter(path, num=num, x=x, y=x, t=_times(o), field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
+        for fields in burgers2d_grid_trajectories(num, seed, **o):
+            writer.append(fields[None])
+            advance(1)
+
+
+def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
+    attrs = _attrs("burgers2d_mesh", seed, o)
+    with MeshWriter(path, num=num, field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
+        for coords, fields in burgers2d_mesh_trajectories(num, seed, **o):
+            writer.append(coords, fields, _times(o))
+            advance(1)
+
+
+_GRID_2D = {"resolution": 64, "num_steps": 21, "dt_out": 0.05, "nu": 0.012, "amplitude": 0.5, "max_wavenumber": 3}
+DATASETS: Mapping[str, DatasetRecipe] = MappingProxyType({
+    "burgers1d": DatasetRecipe(
+        "PDEBench 1D Burgers, u_t + (u^2/2)_x = (nu/pi) u_xx on (0, 1), t in [0, 2]",
+        256,
+        MappingProxyType({"resolution": 1024, "num_steps": 201, "dt_out": 0.01, "nu": 0.01, "num_modes": 2,
+                          "max_wavenumber": 4, "cfl": 0.5, "batch_size": 64}),
+        _write_burgers1d,
+        "resolution",
+    ),
+    "burgers2d": DatasetRecipe(
+        "2D viscous Burgers (u, v) on the periodic unit square, on a grid",
+        256,
+        MappingProxyType({**_GRID_2D, "output_resolution": None, "cfl": 0.5, "batch_size": 32}),
+        _write_burgers2d,
+        "output_resolution",
+    ),
+    "burgers2d_mesh": DatasetRecipe(
+        "2D viscous Burgers at scattered points, a different set per trajectory",
+        256,
+        MappingProxyType({**_GRID_2D, "min_points": 2000, "max_points": 4000, "cfl": 0.5, "batch_size": 32}),
+        _write_burgers2d_mesh,
+        None,
+    ),
+})
+
+
+def _recipe(name: str) -> DatasetRecipe:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _coerce(key: str, value) -> int | float:
+    kind = OPTIONS[key][0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise ValueError(f"option {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"option {key} must be positive, got {value!r}")
+    return kind(value)
+
+
+def resolve_options(name: str, **options) -> dict:
+    """All options of data set ``name``: the defaults updated by ``options`` (``None`` = default),
+    checked. Raises ``ValueError`` naming the valid options or the violated constraint."""
+    defaults = _recipe(name).defaults
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {name}; valid options: {', '.join(defaults)}")
+    merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+    if "output_resolution" in merged and merged["output_resolution"] is None:
+        merged["output_resolution"] = merged["resolution"]
+    resolved = {key: _coerce(key, value) for key, value in merged.items()}
+    if dealias_cutoff(resolved["resolution"]) < resolved["max_wavenumber"]:
+        raise ValueError(
+            f"resolution {resolved['resolution']} cannot resolve initial wavenumbers up to "
+            f"{resolved['max_wavenumber']}: use resolution >= {3 * resolved['max_wavenumber'] + 1}"
+        )
+    if resolved.get("output_resolution", resolved["resolution"]) % resolved["resolution"]:
+        raise ValueError(
+            f"output_resolution {resolved['output_resolution']} must be a multiple of resolution "
+            f"{resolved['resolution']} (the solver grid)"
+        )
+    if resolved.get("min_points", 0) > resolved.get("max_points", 0):
+        raise ValueError(f"min_points {resolved['min_points']} exceeds max_points {resolved['max_points']}")
+    return resolved
+
+
+def default_filename(name: str, **options) -> str:
+    """File name that tells the data sets apart, e.g. ``burgers2d_64.h5`` or ``burgers2d_128.h5``.
+
+    The written grid size follows the name; options that differ from their defaults follow as
+    ``_<option><value>`` (``burgers2d_64_nu0.02.h5``). ``num`` and ``seed`` are not part of it.
+    """
+    recipe = _recipe(name)
+    resolved = resolve_options(name, **options)
+    parts = [name] if recipe.grid_option is None else [f"{name}_{resolved[recipe.grid_option]}"]
+    for key, value in resolved.items():
+        if key not in NOT_IN_FILENAME and key != recipe.grid_option and value != recipe.defaults[key]:
+            parts.append(f"{key}{value:g}")
+    return "_".join(parts) + ".h5"
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, description: str) -> Iterator[Advance]:
+    if not enabled:
+        yield lambda count: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda count: bar.advance(task, count)
+
+
+def generate_dataset(
+    name: str, out: str | os.PathLike, *, num: int | None = None, seed: int = 0, progress: bool = True, **options
+) -> Path:
+    """Write ``num`` trajectories of data set ``name`` (see ``DATASETS``) to the HDF5 file ``out``.
+
+    ``num=None`` takes the data set's default; ``seed`` fixes all random draws; ``options``
+    override the defaults in ``DATASETS[name].defaults``. The file appears only when complete.
+    Returns the path. Bad names or options raise ``ValueError`` before any work.
+    """
+    recipe = _recipe(name)
+    resolved = resolve_options(name, **options)
+    num = recipe.default_num if num is None else num
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num (trajectories) must be a positive integer, got {num!r}")
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"out {path} is a folder; give the file path, e.g. {path / default_filename(name, **options)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _progress(progress, num, f"{name} -> {path.name}") as advance:
+        recipe.write(path, num, int(seed), resolved, advance)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m upt_lightning.data.generate NAME --out DIR [options]``."""
+    epilog = "\n".join(
+        f"{name}: {recipe.description}; {recipe.default_num} trajectories; "
+        + ", ".join(f"{k}={v}" for k, v in recipe.defaults.items())
+        for name, recipe in DATASETS.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m upt_lightning.data.generate", epilog=epilog,
+        description="Generate a built-in data set into DIR/<default file name>.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", choices=list(DATASETS), help="data set")
+    parser.add_argument("--out", required=True, help="folder to write into")
+    parser.add_argument("--num", type=int, help="number of trajectories (default: per data set)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for key, (kind, text) in OPTIONS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, help=text)
+    args = parser.parse_args(argv)
+    options = {key: getattr(args, key) for key in OPTIONS if getattr(args, key) is not None}
+    start = time.perf_counter()
+    try:
+        path = Path(args.out) / default_filename(args.name, **options)
+        generate_dataset(args.name, path, num=args.num, seed=args.seed, progress=not args.no_progress, **options)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except FloatingPointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size_mb = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
