@@ -66,6 +66,7 @@ class DatasetRecipe:
     """A built-in data set: defaults of its options and the function that writes it."""
 
     description: str
+    equation: str
     default_num: int
     defaults: Mapping[str, int | float | None]
     write: Callable[[Path, int, int, dict, Advance], None]
@@ -73,10 +74,11 @@ class DatasetRecipe:
 
 
 def _attrs(name: str, seed: int, options: dict) -> dict:
-    """Root attributes: enough to regenerate the file with ``generate_dataset(name, **...)``."""
+    """Root attributes: the data set, its equation, the seed and every option by its name, so
+    the file can be regenerated."""
     kept = {k: v for k, v in options.items() if k not in NOT_IN_FILENAME}
-    equation = DATASETS[name].description
-    return {"dataset": name, "equation": equation, "generator": "upt_lightning.data.generate", "seed": seed, **kept}
+    return {"dataset": name, "equation": DATASETS[name].equation, "generator": "upt_lightning.data.generate",
+            "seed": seed, **kept}
 
 
 def _times(o: dict) -> torch.Tensor:
@@ -102,36 +104,41 @@ def _write_burgers2d(path: Path, num: int, seed: int, o: dict, advance: Advance)
 
 
 def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
-    attrs = _attrs("burgers2d_mesh", seed, o)
+    attrs, t = _attrs("burgers2d_mesh", seed, o), _times(o)
     with MeshWriter(path, num=num, field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
         for coords, fields in burgers2d_mesh_trajectories(num, seed, **o):
-            writer.append(coords, fields, _times(o))
+            writer.append(coords, fields, t)
             advance(1)
 
 
-_GRID_2D = {"resolution": 64, "num_steps": 21, "dt_out": 0.05, "nu": 0.012, "amplitude": 0.5, "max_wavenumber": 3}
+_GRID_2D = {"resolution": 64, "num_steps": 21, "dt_out": 0.05, "nu": 0.015, "amplitude": 0.5, "max_wavenumber": 3}
+_EQUATION_2D = "u_t + u u_x + v u_y = nu (u_xx + u_yy), v_t + u v_x + v v_y = nu (v_xx + v_yy), periodic [0, 1)^2"
 DATASETS: Mapping[str, DatasetRecipe] = MappingProxyType({
     "burgers1d": DatasetRecipe(
-        "PDEBench 1D Burgers, u_t + (u^2/2)_x = (nu/pi) u_xx on (0, 1), t in [0, 2]",
-        256,
-        MappingProxyType({"resolution": 1024, "num_steps": 201, "dt_out": 0.01, "nu": 0.01, "num_modes": 2,
-                          "max_wavenumber": 4, "cfl": 0.5, "batch_size": 64}),
-        _write_burgers1d,
-        "resolution",
+        description="PDEBench's 1D viscous Burgers set-up and layout",
+        equation="u_t + (u^2/2)_x = (nu/pi) u_xx, periodic (0, 1)",
+        default_num=256,
+        defaults=MappingProxyType({"resolution": 1024, "num_steps": 201, "dt_out": 0.01, "nu": 0.01,
+                                   "num_modes": 2, "max_wavenumber": 4, "cfl": 0.5, "batch_size": 64}),
+        write=_write_burgers1d,
+        grid_option="resolution",
     ),
     "burgers2d": DatasetRecipe(
-        "2D viscous Burgers (u, v) on the periodic unit square, on a grid",
-        256,
-        MappingProxyType({**_GRID_2D, "output_resolution": None, "cfl": 0.5, "batch_size": 32}),
-        _write_burgers2d,
-        "output_resolution",
+        description="2D viscous Burgers (u, v) on a grid, PDEBench per-sample groups",
+        equation=_EQUATION_2D,
+        default_num=256,
+        defaults=MappingProxyType({**_GRID_2D, "output_resolution": None, "cfl": 0.5, "batch_size": 32}),
+        write=_write_burgers2d,
+        grid_option="output_resolution",
     ),
     "burgers2d_mesh": DatasetRecipe(
-        "2D viscous Burgers at scattered points, a different set per trajectory",
-        256,
-        MappingProxyType({**_GRID_2D, "min_points": 2000, "max_points": 4000, "cfl": 0.5, "batch_size": 32}),
-        _write_burgers2d_mesh,
-        None,
+        description="2D viscous Burgers (u, v) at scattered points, a different set per trajectory",
+        equation=_EQUATION_2D,
+        default_num=256,
+        defaults=MappingProxyType({**_GRID_2D, "min_points": 2000, "max_points": 4000, "cfl": 0.5,
+                                   "batch_size": 32}),
+        write=_write_burgers2d_mesh,
+        grid_option=None,
     ),
 })
 
@@ -218,19 +225,22 @@ def generate_dataset(
     num = recipe.default_num if num is None else num
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num (trajectories) must be a positive integer, got {num!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     path = Path(out)
     if path.is_dir():
-        raise ValueError(f"out {path} is a folder; give the file path, e.g. {path / default_filename(name, **options)}")
+        example = path / default_filename(name, **options)
+        raise ValueError(f"out {path} is a folder; give the file path, e.g. {example}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _progress(progress, num, f"{name} -> {path.name}") as advance:
-        recipe.write(path, num, int(seed), resolved, advance)
+        recipe.write(path, num, seed, resolved, advance)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m upt_lightning.data.generate NAME --out DIR [options]``."""
     epilog = "\n".join(
-        f"{name}: {recipe.description}; {recipe.default_num} trajectories; "
+        f"{name}: {recipe.description}; {recipe.equation}; {recipe.default_num} trajectories; "
         + ", ".join(f"{k}={v}" for k, v in recipe.defaults.items())
         for name, recipe in DATASETS.items()
     )

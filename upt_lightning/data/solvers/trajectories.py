@@ -61,7 +61,8 @@ def burgers2d_grid_trajectories(
     series of the same solution evaluated there (not a new simulation). ``solver`` holds
     ``num_steps, dt_out, nu, amplitude, cfl, batch_size``.
     """
-    modes = random_initial_modes_2d(num, generator=torch.Generator().manual_seed(seed), max_wavenumber=max_wavenumber)
+    generator = torch.Generator().manual_seed(seed)
+    modes = random_initial_modes_2d(num, generator=generator, max_wavenumber=max_wavenumber)
     for spectrum in _spectra_2d(modes, resolution=resolution, **solver):
         if output_resolution == resolution:
             fields = torch.fft.irfft2(spectrum, s=(resolution, resolution))
@@ -86,5 +87,5 @@ def burgers2d_mesh_trajectories(
     for count, spectrum in zip(counts, _spectra_2d(modes, resolution=resolution, **solver)):
         # Drawn in float32, the stored precision, so the values are exact at the stored points.
         points = torch.rand(count, 2, generator=generator)
-        values = evaluate_series_at_points(series_coefficients_2d(spectrum, dealias_cutoff(resolution)), points.double())
-        yield points, values.permute(0, 2, 1)
+        series = series_coefficients_2d(spectrum, dealias_cutoff(resolution))
+        yield points, evaluate_series_at_points(series, points.double()).permute(0, 2, 1)
