@@ -170,6 +170,18 @@ def test_same_seed_gives_identical_data_whatever_the_batch_size(tmp_path):
     assert np.abs(first - other).max() > 0.1
 
 
+def test_same_seed_gives_the_same_mesh_points(tmp_path):
+    options = {**SMALL_2D, "min_points": 20, "max_points": 40, "progress": False}
+    files = [generate_dataset("burgers2d_mesh", tmp_path / f"{i}.h5", num=2, seed=s, **options)
+             for i, s in enumerate((4, 4, 5))]
+    coords = []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            coords.append([f[key]["coords"][()] for key in sorted(f)])
+    assert all(np.array_equal(a, b) for a, b in zip(coords[0], coords[1]))
+    assert not any(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(coords[0], coords[2]))
+
+
 def test_burgers1d_file_has_pdebench_layout(tmp_path):
     path = generate_dataset("burgers1d", tmp_path / "b.h5", num=3, progress=False, resolution=64, num_steps=5)
     with h5py.File(path, "r") as f:
