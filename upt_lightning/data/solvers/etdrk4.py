@@ -94,8 +94,8 @@ def integrate(
     is split into equal steps no longer than ``max_dt``. A non-finite state (a step far beyond the
     stability limit) raises ``FloatingPointError`` instead of writing garbage.
     """
-    stepper = ETDRK4(linear, dt_out / substeps_per_output(dt_out, max_dt))
-    substeps = round(dt_out / stepper.dt)
+    substeps = substeps_per_output(dt_out, max_dt)
+    stepper = ETDRK4(linear, dt_out / substeps)
     out = v0.new_empty((v0.shape[0], num_steps, *v0.shape[1:]))
     out[:, 0] = v0
     v = v0

@@ -54,16 +54,18 @@ def dealias_mask(n: int, ndim: int) -> torch.Tensor:
 
 
 def project_dealiased(spectrum: torch.Tensor, n: int, ndim: int) -> torch.Tensor:
-    """Zero the modes the 2/3 rule drops from an ``rfftn`` spectrum of ``n``-point grid values.
+    """Zero the modes the 2/3 rule drops from ``rfftn`` spectra ``(B, ...)`` of ``n``-point grids.
 
-    Raises ``ValueError`` when that removes more than a relative ``1e-6`` of the norm: the field
-    is then not resolved on this grid and the solver would silently change it.
+    Raises ``ValueError`` when that removes more than a relative ``1e-6`` of the norm of any of the
+    B samples: that field is not resolved on this grid and the solver would silently change it.
     """
     kept = spectrum * dealias_mask(n, ndim)
-    dropped = (spectrum - kept).abs().square().sum() / spectrum.abs().square().sum().clamp_min(1e-300)
-    if dropped.sqrt() > UNRESOLVED_TOLERANCE:
+    dropped = (spectrum - kept).abs().square().flatten(1).sum(1)
+    total = spectrum.abs().square().flatten(1).sum(1).clamp_min(1e-300)
+    worst = (dropped / total).max().sqrt()
+    if worst > UNRESOLVED_TOLERANCE:
         raise ValueError(
-            f"the initial condition has {dropped.sqrt():.1e} of its norm above wavenumber "
+            f"an initial condition has {worst:.1e} of its norm above wavenumber "
             f"{dealias_cutoff(n)}, the dealiasing cut-off of {n} points: use a finer grid or a "
             "smoother initial condition"
         )
