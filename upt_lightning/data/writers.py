@@ -60,13 +60,12 @@ class _AtomicWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.file.close()
-        if exc_type is None and self.written != self.num:
-            self._tmp.unlink()
-            raise ValueError(f"only {self.written} of {self.num} trajectories were written to {self.path}")
-        if exc_type is not None:
-            self._tmp.unlink(missing_ok=True)
+        if exc_type is None and self.written == self.num:
+            os.replace(self._tmp, self.path)
             return
-        os.replace(self._tmp, self.path)
+        self._tmp.unlink(missing_ok=True)
+        if exc_type is None:
+            raise ValueError(f"only {self.written} of {self.num} trajectories were written to {self.path}")
 
     def _create(self) -> None:
         """Datasets and attributes that do not depend on the trajectories."""
