@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from upt_lightning.fields import validate_field_spec
+from upt_lightning.models.anchors import anchor_grid, locality_bias
 from upt_lightning.models.attention import Mlp
 from upt_lightning.models.blocks import CrossAttentionBlock
 from upt_lightning.models.embeddings import FourierFeatures
@@ -38,6 +39,7 @@ class AnyPointDecoder(nn.Module):
         num_frequencies: int = 8,
         mlp_ratio: float = 4.0,
         chunk_size: int | None = None,
+        locality: bool = True,
     ):
         super().__init__()
         self.field_channels = validate_field_spec(field_channels)
@@ -57,12 +59,17 @@ class AnyPointDecoder(nn.Module):
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleList(nn.Linear(dim, channels) for channels in self.field_channels.values())
+        self.locality = bool(locality)
 
     def _decode(self, points: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``(B, Q, coord_dim)`` and projected latent ``(B, T, dim)`` -> features ``(B, Q, dim)``."""
+        bias = None
+        if self.locality:
+            anchors, width = anchor_grid(context.shape[1], self.coord_dim, device=points.device)
+            bias = locality_bias(points, anchors, width)
         x = self.query_embed(self.query_features(points))
         for block in self.blocks:
-            x = block(x, context)
+            x = block(x, context, bias)
         return self.norm(x)
 
     def forward(

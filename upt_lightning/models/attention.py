@@ -30,10 +30,17 @@ class Attention(nn.Module):
         batch, tokens, _ = x.shape
         return x.view(batch, tokens, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``bias``: optional additive logits broadcastable to ``(B, heads, Nq, Nk)``."""
         context = x if context is None else context
         key, value = self.kv(context).chunk(2, dim=-1)
-        out = F.scaled_dot_product_attention(self._heads(self.q(x)), self._heads(key), self._heads(value))
+        if bias is not None:
+            bias = bias.to(x.dtype)
+        out = F.scaled_dot_product_attention(
+            self._heads(self.q(x)), self._heads(key), self._heads(value), attn_mask=bias
+        )
         return self.proj(out.transpose(1, 2).flatten(2))
 
 

@@ -45,8 +45,9 @@ class CrossAttentionBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_q(x), self.norm_context(context))
+    def forward(self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias``: optional additive attention logits, broadcastable to ``(B, heads, Nq, Nk)``."""
+        x = x + self.attn(self.norm_q(x), self.norm_context(context), bias)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -70,6 +71,7 @@ class PerceiverPooling(nn.Module):
         self.norm = nn.LayerNorm(input_dim)
         self.out = nn.Linear(input_dim, output_dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias``: optional additive logits ``(B or 1, 1, num_queries, N)`` (see models.anchors)."""
         queries = self.queries.expand(tokens.shape[0], -1, -1)
-        return self.out(self.norm(self.block(queries, tokens)))
+        return self.out(self.norm(self.block(queries, tokens, bias)))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from upt_lightning.fields import cat_fields, total_channels, validate_field_spec
+from upt_lightning.models.anchors import anchor_grid, locality_bias
 from upt_lightning.models.blocks import PerceiverPooling, TransformerBlock
 from upt_lightning.models.embeddings import SincosEmbedding
 from upt_lightning.models.validation import check_finite, check_heads, check_points_tensor, check_positive_int
@@ -50,6 +51,7 @@ class GridEncoder(nn.Module):
         latent_tokens: int = 16,
         latent_dim: int = 32,
         mlp_ratio: float = 4.0,
+        locality: bool = True,
     ):
         super().__init__()
         self.field_channels = validate_field_spec(field_channels)
@@ -87,6 +89,12 @@ class GridEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.pool = PerceiverPooling(dim, latent_tokens, latent_dim, num_heads, mlp_ratio)
+        self.locality = bool(locality)
+        if self.locality:
+            anchors, width = anchor_grid(latent_tokens, ndim)
+            self.register_buffer("pool_bias", locality_bias(anchors, centres, width), persistent=False)
+        else:
+            self.pool_bias = None
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, C)`` in row-major grid order -> ``(B, num_patches, prod(patch_size) * C)``."""
@@ -118,4 +126,4 @@ class GridEncoder(nn.Module):
         tokens = self.patch_embed(self.patchify(x)) + self.pos_embed
         for block in self.blocks:
             tokens = block(tokens)
-        return self.pool(self.norm(tokens))
+        return self.pool(self.norm(tokens), self.pool_bias)

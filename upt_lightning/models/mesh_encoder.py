@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from upt_lightning.fields import cat_fields, total_channels, validate_field_spec
+from upt_lightning.models.anchors import anchor_grid, locality_bias
 from upt_lightning.models.blocks import PerceiverPooling, TransformerBlock
 from upt_lightning.models.embeddings import SincosEmbedding
 from upt_lightning.models.neighbourhoods import choose_supernodes, radius_neighbours
@@ -50,6 +51,7 @@ class MeshEncoder(nn.Module):
         latent_dim: int = 32,
         mlp_ratio: float = 4.0,
         chunk_size: int = 1024,
+        locality: bool = True,
     ):
         super().__init__()
         self.field_channels = validate_field_spec(field_channels)
@@ -79,6 +81,7 @@ class MeshEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.pool = PerceiverPooling(dim, latent_tokens, latent_dim, num_heads, mlp_ratio)
+        self.locality = bool(locality)
 
     def select_supernodes(
         self, coords: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
@@ -140,4 +143,8 @@ class MeshEncoder(nn.Module):
 
         for block in self.blocks:
             tokens = block(tokens)
-        return self.pool(self.norm(tokens))
+        bias = None
+        if self.locality:
+            anchors, width = anchor_grid(self.latent_tokens, self.coord_dim, device=centres.device)
+            bias = locality_bias(anchors, centres, width)
+        return self.pool(self.norm(tokens), bias)
