@@ -18,7 +18,8 @@ import torch
 from upt_lightning.bench.__main__ import main
 from upt_lightning.bench.memory import METHOD_RESET, track_peak_memory
 from upt_lightning.bench.rollout import physical_rollout_one_decode
-from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
+from upt_lightning.bench.presets import load_model_preset
+from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 
 # The keys docs/performance.md documents: numbers > 0, numbers >= 0 (memory rises may be 0), labels.
 POSITIVE = "positive"
@@ -34,8 +35,8 @@ ROW_KEYS = {
                 "peak_rss_mb": POSITIVE, "rss_increase_mb": NON_NEGATIVE},
     "mesh": {"points": POSITIVE, "supernodes": POSITIVE, "neighbours_s": POSITIVE, "encode_s": POSITIVE,
              "neighbours_rss_mb": NON_NEGATIVE, "encode_rss_mb": NON_NEGATIVE, "saved_mb": POSITIVE},
-    "throughput": {"run": LABEL, "samples_per_s": POSITIVE, "step_s": POSITIVE, "between_s": POSITIVE, "loader_s": POSITIVE,
-                   "loader_share": POSITIVE},
+    "throughput": {"run": LABEL, "samples_per_s": POSITIVE, "step_s": POSITIVE, "between_s": POSITIVE,
+                   "loader_s": POSITIVE, "loader_share": POSITIVE},
     "peak": {"workload": LABEL, "gflop": POSITIVE, "time_s": POSITIVE, "gflop_per_s": POSITIVE,
              "fraction_of_matmul": POSITIVE},
 }

@@ -40,6 +40,16 @@ def parse_device(text: str) -> torch.device:
     return device
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m upt_lightning.bench", description=__doc__)
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="benchmark to run, or all of them")
@@ -48,11 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory for the JSON results (default: bench_results)")
     parser.add_argument("--device", type=parse_device, default=parse_device("auto"),
                         help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice, usually one per core)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     options = BenchOptions(quick=args.quick, device=args.device, out_dir=args.out)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.report import BenchResult, Column
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
+from upt_lightning.bench.presets import load_model_preset
+from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 
 QUICK = {"matmul_size": 512, "preset": "tiny", "grid": (32, 32), "batch": 2, "num_queries": 512, "repeats": 2}
 FULL = {"matmul_size": 2048, "preset": "small", "grid": (64, 64), "batch": 16, "num_queries": 2048, "repeats": 7}

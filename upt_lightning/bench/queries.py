@@ -16,7 +16,8 @@ from upt_lightning.bench.memory import track_peak_memory
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
+from upt_lightning.bench.presets import load_model_preset
+from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.models import saved_tensor_bytes
@@ -43,6 +44,8 @@ def _train_step(module, optimizer, batch) -> None:
 
 
 def _backward(loss_fn) -> None:
+    """Forward and backward. Counting saved bytes on a graph that is never run backward would leak it: the
+    counting pack hook keeps outputs together with their grad_fn, a cycle through C++ no gc can break."""
     loss_fn().backward()
 
 
@@ -56,7 +59,9 @@ def _measure(options: BenchOptions, sizes: dict, preset: dict, strategy: str, nu
     step = median_time(lambda: _train_step(module, optimizer, batch), repeats, device=device)
     with track_peak_memory(device) as peak:
         _train_step(module, optimizer, batch)
-    step_saved = saved_tensor_bytes(lambda: module.training_step(batch, 0))
+    # Each counted graph is run backward: that frees it (see _backward).
+    step_saved = saved_tensor_bytes(lambda: _backward(lambda: module.training_step(batch, 0)))
+    optimizer.zero_grad(set_to_none=True)
 
     prepared = module.prepare_batch(batch)
     with torch.no_grad():
@@ -81,8 +86,8 @@ def _measure(options: BenchOptions, sizes: dict, preset: dict, strategy: str, nu
         "inv_enc_s": median_time(lambda: _backward(inv_enc), repeats, device=device).median_s,
         "inv_dec_s": median_time(lambda: _backward(inv_dec), repeats, device=device).median_s,
         "step_saved_mb": step_saved / MB,
-        "decoder_saved_mb": saved_tensor_bytes(inv_enc) / MB,
-        "inv_dec_saved_mb": saved_tensor_bytes(inv_dec) / MB,
+        "decoder_saved_mb": saved_tensor_bytes(lambda: _backward(inv_enc)) / MB,
+        "inv_dec_saved_mb": saved_tensor_bytes(lambda: _backward(inv_dec)) / MB,
         "peak_rss_mb": peak.peak_rss_bytes / MB,
         "rss_increase_mb": peak.rss_increase_bytes / MB,
         "device_peak_mb": None if peak.device_peak_bytes is None else peak.device_peak_bytes / MB,

@@ -15,7 +15,20 @@ import torch
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.workloads import grid_batch, grid_operator_module, load_model_preset
+from upt_lightning.bench.presets import load_model_preset
+from upt_lightning.bench.workloads import grid_batch, grid_operator_module
+
+QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2}
+FULL = {"preset": "small", "grid": (64, 64), "batch": 4, "steps": (10, 50, 100), "repeats": 3}
+
+COLUMNS = [
+    Column("steps", "steps", "{:d}"), Column("latent_final_s", "latent, last step decoded s"),
+    Column("latent_all_s", "latent, every step decoded s"), Column("physical_s", "physical (rollout) s"),
+    Column("physical_one_decode_s", "physical, one decode s"),
+    Column("speedup_final", "physical one decode / latent last", "{:.1f}"),
+    Column("speedup_all", "physical one decode / latent every", "{:.1f}"),
+]
+
 
 @torch.no_grad()
 def physical_rollout_one_decode(module, fields: torch.Tensor, coords: torch.Tensor, steps: int) -> torch.Tensor:
@@ -30,18 +43,6 @@ def physical_rollout_one_decode(module, fields: torch.Tensor, coords: torch.Tens
         if k < steps - 1:
             latent = module.encode(outputs[-1], points, meta)
     return norm.denormalize_fields(torch.stack(outputs, dim=1))
-
-
-QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2}
-FULL = {"preset": "small", "grid": (64, 64), "batch": 4, "steps": (10, 50, 100), "repeats": 3}
-
-COLUMNS = [
-    Column("steps", "steps", "{:d}"), Column("latent_final_s", "latent, last step decoded s"),
-    Column("latent_all_s", "latent, every step decoded s"), Column("physical_s", "physical (rollout) s"),
-    Column("physical_one_decode_s", "physical, one decode s"),
-    Column("speedup_final", "physical one decode / latent last", "{:.1f}"),
-    Column("speedup_all", "physical one decode / latent every", "{:.1f}"),
-]
 
 
 def run(options: BenchOptions) -> BenchResult:

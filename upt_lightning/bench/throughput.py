@@ -23,17 +23,18 @@ from torch.utils.data import DataLoader
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import synchronize
-from upt_lightning.bench.workloads import CONF_DIR
+from upt_lightning.bench.presets import CONF_DIR
 from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.pipeline.stage1 import build_autoencoder
 from upt_lightning.pipeline.stage2 import build_operator_module
 
-QUICK = {"overrides": ["model=tiny", "data.batch_size=4", "sampling.num_queries=512",
-                       "++data.generate_options.resolution=32", "++data.generate_options.num=6", "data.rollout_horizon=2",
+QUICK = {"overrides": ["model=tiny", "data.batch_size=4", "data.rollout_horizon=2", "sampling.num_queries=512",
+                       "++data.generate_options.resolution=32", "++data.generate_options.num=6",
                        "++data.generate_options.num_steps=6", "++data.generate_options.progress=false"],
          "warmup": 1, "measured": 2}
-FULL = {"overrides": ["++data.generate_options.num=32", "++data.generate_options.progress=false"], "warmup": 3, "measured": 20}
+FULL = {"overrides": ["++data.generate_options.num=32", "++data.generate_options.progress=false"],
+        "warmup": 3, "measured": 20}
 
 COLUMNS = [
     Column("run", "run"), Column("samples_per_s", "samples/s", "{:.1f}"),

@@ -1,36 +1,19 @@
 """Models and synthetic inputs the benchmarks share.
 
-Model sizes come from the Hydra presets in ``conf/model`` (``small``: the default experiment,
-``tiny``: the quick runs), so a benchmark measures the configuration that is trained. Timing and
-memory do not depend on the weight values, so the frozen encoder/decoder here keep their random
-initialisation; no stage-1 training is needed to measure them.
+Timing and memory do not depend on the weight values, so the frozen encoder/decoder here keep
+their random initialisation; no stage-1 training is needed to measure them.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
+from upt_lightning.bench.presets import FIELDS
 from upt_lightning.modules import OperatorModule
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-FIELDS = {"u": 1, "v": 1}
 UNTRAINED = "benchmark: random frozen weights (timings and memory do not depend on their values)"
-
-
-def load_model_preset(name: str) -> dict:
-    """``conf/model/<name>.yaml`` as a dict (latent_tokens, latent_dim, grid_encoder, mesh_encoder,
-    decoder, operator)."""
-    path = CONF_DIR / "model" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model preset {path} not found: run the benchmarks from a source checkout of upt_lightning "
-            f"(pip install -e .), whose conf/ directory holds the model presets"
-        )
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 def grid_coords(grid_shape: tuple[int, ...]) -> torch.Tensor:
