@@ -69,6 +69,8 @@ class TrajectoryDataModule(L.LightningDataModule):
                 f"num_workers and rollout_start must be >= 0, got {num_workers}, {rollout_start}"
             )
         self.save_hyperparameters()
+        # A str, not a Path, so checkpoints holding these hyperparameters load with weights_only=True.
+        self.hparams["path"] = str(path)
         self.path = Path(path)
         self.split = check_split(split)
         self.source: TrajectorySource | None = None
