@@ -4,14 +4,18 @@ Two ways of chunking are measured: the decoder's own (``AnyPointDecoder(..., chu
 and streaming, where the caller hands the decoder one chunk of points at a time and
 concatenates the decoded fields. Both give the same values (queries are independent).
 
-The memory of one decode is measured in a fresh Python process per (method, points): in a
-long-lived process glibc's heap keeps the shape earlier, larger calls gave it, and the RSS rise
-of the next call then says more about that history than about the call.
+The memory of one decode is measured in a fresh Python process per (method, points), with
+glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``): every tensor buffer of that
+size or more then goes back to the OS when freed, so the RSS peak follows the live tensors, as a
+GPU allocator's peak does. With glibc's default (a threshold that rises after the first large
+free) chunk temporaries come from the heap, and the small outputs kept between chunks fragment it:
+the RSS rise then says more about the allocator's history than about the decoder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,8 +78,9 @@ def peak_of_one_decode(method: str, count: int, preset_name: str, chunk_size: in
 def _measure_in_fresh_process(*args) -> dict:
     code = ("import json, sys, torch; from upt_lightning.bench.decoder import peak_of_one_decode; "
             "torch.set_num_threads(int(sys.argv[2])); print(json.dumps(peak_of_one_decode(*json.loads(sys.argv[1]))))")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     done = subprocess.run([sys.executable, "-c", code, json.dumps(args), str(torch.get_num_threads())],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"the memory measurement of decoding {args[:2]} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -114,6 +119,6 @@ def run(options: BenchOptions) -> BenchResult:
         targets=[Target(f"peak memory {big:.0e} / {mid:.0e} points (decoder chunks)",
                         summary["memory_ratio_decoder_chunks"], 1.5, at_most=True)],
         settings={**sizes, "chunk_size": decoder.chunk_size},
-        notes=["Memory: rise of RSS (CPU) or of allocated device memory during one decode in a fresh process, "
-               "outputs included, the query points excluded."],
+        notes=["Memory: rise of RSS (CPU; fresh process, glibc mmap threshold fixed at 128 KiB) or of allocated "
+               "device memory during one decode, outputs included, the query points excluded."],
     )
