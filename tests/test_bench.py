@@ -17,8 +17,8 @@ import torch
 
 from upt_lightning.bench.__main__ import main
 from upt_lightning.bench.memory import METHOD_RESET, track_peak_memory
-from upt_lightning.bench.rollout import physical_rollout_one_decode
 from upt_lightning.bench.presets import load_model_preset
+from upt_lightning.bench.rollout import physical_rollout_one_decode
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 
 # The keys docs/performance.md documents: numbers > 0, numbers >= 0 (memory rises may be 0), labels.

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from upt_lightning.data.collate import collate_windows
@@ -17,7 +18,9 @@ from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.latent_cache import LatentCache, encoder_fingerprint
 from upt_lightning.data.readers import open_source
+from upt_lightning.models import MeshEncoder
 from upt_lightning.modules import AutoencoderModule, OperatorModule
+from upt_lightning.modules.normalizer import FieldNormalizer
 
 GRID = (8, 8)
 STEPS = 6
@@ -148,6 +151,20 @@ def test_other_encoder_weights_or_statistics_are_detected(data_path, autoencoder
     assert encoder_fingerprint(other_stats) != cache.fingerprint
     with pytest.raises(ValueError, match="rebuild it"):
         cache.check(other_stats)
+
+
+def test_fingerprint_covers_encoder_settings_that_are_not_weights():
+    def holder(radius: float) -> nn.Module:
+        torch.manual_seed(0)
+        module = nn.Module()
+        module.encoder = MeshEncoder({"u": 1}, num_supernodes=8, radius=radius, dim=16, depth=1, num_heads=2)
+        module.normalizer = FieldNormalizer(1, 2)
+        return module
+
+    assert encoder_fingerprint(holder(0.1)) == encoder_fingerprint(holder(0.1))
+    assert encoder_fingerprint(holder(0.1)) != encoder_fingerprint(holder(0.2))
+    with pytest.raises(TypeError, match="no 'encoder'"):
+        encoder_fingerprint(nn.Linear(2, 2))
 
 
 def test_saved_cache_loads_for_its_windows_and_encoder_only(data_path, autoencoder_ckpt, tmp_path):

@@ -23,9 +23,9 @@ import torch
 
 from upt_lightning.bench.memory import track_peak_memory
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import FIELDS, load_model_preset
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.presets import FIELDS, load_model_preset
 from upt_lightning.models import AnyPointDecoder
 
 # chunk_size None keeps the preset's; the quick run lowers it so that every size is decoded in chunks.

@@ -12,9 +12,9 @@ import torch
 
 from upt_lightning.bench.memory import track_peak_memory
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import FIELDS, load_model_preset
 from upt_lightning.bench.report import BenchResult, Column
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.presets import FIELDS, load_model_preset
 from upt_lightning.bench.workloads import smooth_fields
 from upt_lightning.models import MeshEncoder, saved_tensor_bytes
 

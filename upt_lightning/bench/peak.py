@@ -14,9 +14,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.report import BenchResult, Column
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 
 QUICK = {"matmul_size": 512, "preset": "tiny", "grid": (32, 32), "batch": 2, "num_queries": 512, "repeats": 2}

@@ -14,9 +14,9 @@ import torch
 
 from upt_lightning.bench.memory import track_peak_memory
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss

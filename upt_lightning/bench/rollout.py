@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module
 
 QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2}

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.presets import CONF_DIR
 from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import synchronize
-from upt_lightning.bench.presets import CONF_DIR
 from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.pipeline.stage1 import build_autoencoder

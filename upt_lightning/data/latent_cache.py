@@ -7,8 +7,8 @@ both encoder calls. The fields stay in the items because the inverse losses comp
 predictions with them (a configured loss must run, FINDINGS item 8).
 
 The latents depend on the encoder's weights and settings and on the normalisation statistics, so
-the cache stores a fingerprint of them; ``check``, ``load`` and ``build``'s users compare it with
-the module they train, and a mismatch is an error rather than silently stale targets.
+the cache stores a fingerprint of them; ``check(module)`` (also run by ``load``) compares it with
+the module to be trained, and a mismatch is an error rather than silently stale targets.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def encoder_fingerprint(module: torch.nn.Module) -> str:
                 f"{type(module).__name__} has no {part!r}: give the stage-2 OperatorModule (or stage-1 "
                 "AutoencoderModule) whose encoder makes the latents"
             )
-        settings = {k: v for k, v in vars(sub).items() if isinstance(v, SETTING_TYPES) and k != "training"}
+        settings = {k: v for k, v in vars(sub).items()
+                    if isinstance(v, SETTING_TYPES) and k != "training" and not k.startswith("_")}
         digest.update(f"{part}:{type(sub).__name__}:{json.dumps(settings, sort_keys=True, default=str)}".encode())
         for name, tensor in sorted(sub.state_dict().items()):
             value = tensor.detach().cpu().contiguous()
