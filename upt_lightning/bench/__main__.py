@@ -51,7 +51,11 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m upt_lightning.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m upt_lightning.bench",
+        description="Benchmarks of the UPT pipeline; each prints a table and writes OUT/NAME.json "
+                    "(keys and measured results: docs/performance.md).",
+    )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="benchmark to run, or all of them")
     parser.add_argument("--quick", action="store_true", help="smallest sizes and fewest repeats (CI smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench_results"),
