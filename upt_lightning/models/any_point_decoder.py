@@ -83,5 +83,10 @@ class AnyPointDecoder(nn.Module):
         if chunk is None or points.shape[1] <= chunk:
             features = self._decode(points, context)
         else:
-            features = torch.cat([self._decode(part, context) for part in points.split(chunk, dim=1)], dim=1)
+            # Heads run per chunk so only (B, chunk, dim) features exist at a time.
+            parts = [self._heads(self._decode(part, context)) for part in points.split(chunk, dim=1)]
+            return {name: torch.cat([part[name] for part in parts], dim=1) for name in self.field_channels}
+        return self._heads(features)
+
+    def _heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(features) for name, head in zip(self.field_channels, self.heads)}

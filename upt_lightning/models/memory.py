@@ -22,7 +22,9 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         storages[(tensor.device, storage.data_ptr())] = storage
-        return tensor
+        # A detached alias: returning the tensor itself can form a reference cycle through its
+        # grad_fn that keeps the whole graph alive when backward never runs (PyTorch #115255).
+        return tensor.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         fn()
