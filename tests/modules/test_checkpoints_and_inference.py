@@ -79,8 +79,12 @@ def test_physical_rollout_reencodes_every_step(trained_operator):
     handle = model.encoder.register_forward_hook(lambda *_: encodes.append(1))
     latent = model.rollout(fields, coords, steps=3, mode="latent")
     n_latent = len(encodes)
+    decodes = []
+    decoder_handle = model.decoder.register_forward_hook(lambda *_: decodes.append(1))
     physical = model.rollout(fields, coords, steps=3, mode="physical")
     handle.remove()
+    decoder_handle.remove()
+    assert len(decodes) == 3  # one decode per step, reused for the output and the re-encoding
     assert n_latent == 1 and len(encodes) - n_latent == 3  # initial encode + after steps 1 and 2
     # One step is the same either way; later steps differ because re-encoding is not exact.
     torch.testing.assert_close(physical[:, 0], latent[:, 0])

@@ -271,12 +271,16 @@ class OperatorModule(UPTModuleBase):
         wanted = set(range(1, steps + 1)) if decode_steps is None else set(decode_steps)
         latent = self.encode(fields, coords, meta)
         outputs = []
+        same_points = query_points is coords
         for k in range(1, steps + 1):
             latent = self.step(latent, dt)
+            reencode = mode == "physical" and k < steps
+            on_grid = self.decode(latent, coords) if reencode else None
             if k in wanted:
-                outputs.append(self.decode(latent, query_points))
-            if mode == "physical" and k < steps:
-                latent = self.encode(self.decode(latent, coords), coords, meta)
+                # Physical mode already decoded at coords: reuse it instead of decoding twice.
+                outputs.append(on_grid if same_points and on_grid is not None else self.decode(latent, query_points))
+            if reencode:
+                latent = self.encode(on_grid, coords, meta)
         return torch.stack(outputs, dim=1)
 
     @torch.no_grad()
