@@ -87,8 +87,10 @@ class TrajectoryWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         traj, t0 = self.window(index)
         s = self.frame_stride
+        # One HDF5 slice for the window's frames; times and coordinates come from the source's
+        # per-trajectory cache (read once, not once per window).
         frames = self.source.frames(traj, range(t0, t0 + self.horizon * s + 1, s))
-        times = self.source.times(traj)
+        times = self.source.cached_times(traj)
         dt = float(times[t0 + s] - times[t0])
         if not dt > 0:
             raise DataError(

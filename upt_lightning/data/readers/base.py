@@ -4,7 +4,8 @@ A *trajectory* is a sequence of ``T`` frames of ``C`` field channels at ``N`` po
 coordinates ``(N, d)``. Readers keep only metadata (shapes, names) in memory and read the slices
 asked for, so memory does not grow with the file size. The HDF5 handle is opened on first use in
 each process: a DataLoader worker (forked or spawned) opens its own handle instead of sharing
-its parent's, which HDF5 does not support.
+its parent's, which HDF5 does not support. Coordinates and times, the same for every window of a
+trajectory, are read and checked once per process and kept in a byte-bounded LRU store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import h5py
 import numpy as np
 import torch
 
+from upt_lightning.data.readers.cache import TensorLRU
 from upt_lightning.data.validation import DataError, DataFileNotFoundError, check_finite
 
 
@@ -25,10 +27,14 @@ class TrajectorySource:
 
     Subclasses set in ``_inspect``: ``_field_spec`` {name: channels}, ``_steps`` (T per
     trajectory), ``_points`` (N per trajectory), ``grid_shape`` (tuple, or None for meshes) and
-    ``coord_dim``.
+    ``coord_dim``. Readers whose coordinates and times are the same for every trajectory set
+    ``shared_grid = True``, so one copy is kept for all. ``metadata_cache_bytes`` bounds the
+    coordinates and times kept per process.
     """
 
     layout: str = ""
+    shared_grid: bool = False
+    metadata_cache_bytes: int = 64 * 2**20
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -45,6 +51,8 @@ class TrajectorySource:
         self._points: list[int] = []
         self.grid_shape: tuple[int, ...] | None = None
         self.coord_dim = 0
+        self._cache = TensorLRU(self.metadata_cache_bytes)
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._inspect(self._file())
         if not self._steps:
             raise DataError(f"{self.path} holds 0 trajectories; a data file needs at least one")
@@ -75,14 +83,27 @@ class TrajectorySource:
         if self._handle is None or self._pid != os.getpid():
             self._handle = h5py.File(self.path, "r")
             self._pid = os.getpid()
+            self._datasets = {}
         return self._handle
 
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """``self._file()[name]``, looked up once per handle: a lookup by name costs several
+        times the read of a small frame. At most 1024 are kept (then they are looked up anew)."""
+        file = self._file()
+        if name not in self._datasets:
+            if len(self._datasets) >= 1024:
+                self._datasets.clear()
+            self._datasets[name] = file[name]
+        return self._datasets[name]
+
     def close(self) -> None:
-        """Close this process's handle; the next read opens a new one."""
+        """Close this process's handle and forget the cached metadata; the next read reopens."""
         if self._handle is not None and self._pid == os.getpid():
             self._handle.close()
         self._handle = None
         self._pid = None
+        self._datasets = {}
+        self._cache.clear()
 
     def __enter__(self) -> TrajectorySource:
         return self
@@ -94,6 +115,8 @@ class TrajectorySource:
         state = self.__dict__.copy()
         state["_handle"] = None
         state["_pid"] = None
+        state["_datasets"] = {}
+        state["_cache"] = TensorLRU(self._cache.max_bytes)  # a spawned worker fills its own
         return state
 
     def __repr__(self) -> str:
@@ -129,17 +152,29 @@ class TrajectorySource:
 
     def times(self, traj: int) -> torch.Tensor:
         """Times of the frames of ``traj`` as read from the file, float64 ``(T,)``."""
-        values = torch.from_numpy(
-            np.asarray(self._read_times(self._file(), self._check_traj(traj)), np.float64)
-        )
-        check_finite(values, f"{self.path}: times of trajectory {traj}")
-        return values
+        return self.cached_times(traj).clone()
 
     def coords(self, traj: int) -> torch.Tensor:
         """Point coordinates of ``traj``, float32 ``(N, d)``."""
-        values = torch.from_numpy(
-            np.asarray(self._read_coords(self._file(), self._check_traj(traj)), np.float32)
-        )
+        return self.cached_coords(traj).clone()
+
+    def cached_times(self, traj: int) -> torch.Tensor:
+        """:meth:`times` without the copy: a tensor shared by later calls, never modify it."""
+        traj = self._check_traj(traj)
+        return self._cache.get(("times", 0 if self.shared_grid else traj), lambda: self._load_times(traj))
+
+    def cached_coords(self, traj: int) -> torch.Tensor:
+        """:meth:`coords` without the copy: a tensor shared by later calls, never modify it."""
+        traj = self._check_traj(traj)
+        return self._cache.get(("coords", 0 if self.shared_grid else traj), lambda: self._load_coords(traj))
+
+    def _load_times(self, traj: int) -> torch.Tensor:
+        values = torch.from_numpy(np.asarray(self._read_times(self._file(), traj), np.float64))
+        check_finite(values, f"{self.path}: times of trajectory {traj}")
+        return values
+
+    def _load_coords(self, traj: int) -> torch.Tensor:
+        values = torch.from_numpy(np.asarray(self._read_coords(self._file(), traj), np.float32))
         check_finite(values, f"{self.path}: coordinates of trajectory {traj}")
         return values
 
@@ -153,13 +188,18 @@ class TrajectorySource:
                 f"frame indices {requested.tolist()} out of range for trajectory {traj} "
                 f"with {steps} time steps (valid: 0..{steps - 1})"
             )
-        # h5py reads only increasing, unique index lists; reorder after the read.
-        unique, inverse = np.unique(requested, return_inverse=True)
+        # h5py reads only increasing, unique index lists; reorder after the read. A window's
+        # indices already increase: no np.unique and no reordering copy then.
+        increasing = bool((requested[1:] > requested[:-1]).all())
+        unique, inverse = (requested, None) if increasing else np.unique(requested, return_inverse=True)
         values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()), np.float32)
-        result = torch.from_numpy(values[inverse])
-        where = f"{self.path}: trajectory {traj}, frames {requested.tolist()}"
-        check_finite(result, where)
-        return result
+        if inverse is not None:
+            values = values[inverse]
+        # numpy's check costs a tenth of torch's on an item-sized array; check_finite words the error.
+        if not np.isfinite(values).all():
+            where = f"{self.path}: trajectory {traj}, frames {requested.tolist()}"
+            check_finite(torch.from_numpy(values), where)
+        return torch.from_numpy(values)
 
     def _check_traj(self, traj: int) -> int:
         traj = int(traj)

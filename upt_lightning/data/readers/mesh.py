@@ -62,7 +62,7 @@ class MeshSource(TrajectorySource):
         self.grid_shape = None
 
     def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
-        return file[self._groups[traj]]["data"][time_selection(t_indices)]
+        return self._dataset(f"{self._groups[traj]}/data")[time_selection(t_indices)]
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
         return file[self._groups[traj]]["coords"][:]

@@ -26,6 +26,7 @@ class PDEBench1DSource(TrajectorySource):
     """
 
     layout = "pdebench_1d"
+    shared_grid = True  # one coordinate and time axis for all trajectories
     required_keys = ("tensor", "x-coordinate", "t-coordinate")
 
     def _inspect(self, file: h5py.File) -> None:
@@ -51,7 +52,7 @@ class PDEBench1DSource(TrajectorySource):
         self.coord_dim = 1
 
     def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
-        values = file["tensor"][traj, time_selection(t_indices)]
+        values = self._dataset("tensor")[traj, time_selection(t_indices)]
         return values.reshape(len(t_indices), self._points[traj], self.num_channels)
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:

@@ -30,6 +30,7 @@ class PDEBenchCFDSource(TrajectorySource):
     """
 
     layout = "pdebench_cfd"
+    shared_grid = True  # one coordinate and time axis for all trajectories
 
     def _inspect(self, file: h5py.File) -> None:
         require_keys(file, ("density",), self.path, self.layout)
@@ -57,7 +58,7 @@ class PDEBenchCFDSource(TrajectorySource):
 
     def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
         selection = time_selection(t_indices)
-        values = np.stack([file[name][traj, selection] for name in self._fields], axis=-1)
+        values = np.stack([self._dataset(name)[traj, selection] for name in self._fields], axis=-1)
         return values.reshape(len(t_indices), self._points[traj], len(self._fields))
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:

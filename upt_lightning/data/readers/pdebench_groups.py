@@ -65,7 +65,7 @@ class PDEBenchGroupsSource(TrajectorySource):
         return data.shape
 
     def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
-        values = file[self._groups[traj]]["data"][time_selection(t_indices)]
+        values = self._dataset(f"{self._groups[traj]}/data")[time_selection(t_indices)]
         return values.reshape(len(t_indices), self._points[traj], self.num_channels)
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
