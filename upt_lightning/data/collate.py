@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -25,16 +26,20 @@ def collate_windows(items: Sequence[dict], with_mask: bool = False) -> dict[str,
             "use with_mask=True (mesh data) to pad them"
         )
     size = max(counts)
+    # Grid batches need no padding: a plain stack, no zero-filled buffer.
+    stack = _pad_stack if with_mask else _stack
     batch = {
-        "fields": _pad_stack([item["fields"] for item in items], size, dim=0),
-        "targets": _pad_stack([item["targets"] for item in items], size, dim=1),
-        "coords": _pad_stack([item["coords"] for item in items], size, dim=0),
+        "fields": stack([item["fields"] for item in items], size, dim=0),
+        "targets": stack([item["targets"] for item in items], size, dim=1),
+        "coords": stack([item["coords"] for item in items], size, dim=0),
         "dt": torch.stack([torch.as_tensor(item["dt"], dtype=torch.float32) for item in items]),
         "traj": torch.tensor([int(item["traj"]) for item in items], dtype=torch.int64),
         "t0": torch.tensor([int(item["t0"]) for item in items], dtype=torch.int64),
     }
     if with_mask:
-        batch["mask"] = torch.arange(size).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)
+        # Built by numpy: torch runs a comparison this size on all intra-op threads, and on busy
+        # cores waiting for them cost more than the rest of the collate.
+        batch["mask"] = torch.from_numpy(np.arange(size) < np.asarray(counts)[:, None])
     return batch
 
 
@@ -43,11 +48,23 @@ def collate_mesh_windows(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     return collate_windows(items, with_mask=True)
 
 
+def _stack(tensors: list[torch.Tensor], size: int, dim: int) -> torch.Tensor:
+    """Stack tensors of equal shape (``size`` is their length along ``dim``, already checked)."""
+    return torch.stack(tensors)
+
+
 def _pad_stack(tensors: list[torch.Tensor], size: int, dim: int) -> torch.Tensor:
-    """Zero-pad each tensor along ``dim`` (the point axis) to ``size`` and stack them."""
-    out = tensors[0].new_zeros((len(tensors), *_with(tensors[0].shape, dim, size)))
+    """Zero-pad each tensor along ``dim`` (the point axis) to ``size`` and stack them.
+
+    The buffer starts uninitialised and only each row's padding is zeroed: a zero-filled buffer
+    would write every element twice.
+    """
+    out = tensors[0].new_empty((len(tensors), *_with(tensors[0].shape, dim, size)))
     for row, tensor in enumerate(tensors):
-        out[row].narrow(dim, 0, tensor.shape[dim]).copy_(tensor)
+        count = tensor.shape[dim]
+        out[row].narrow(dim, 0, count).copy_(tensor)
+        if count < size:
+            out[row].narrow(dim, count, size - count).zero_()
     return out
 
 
