@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torch.profiler import ProfilerActivity, profile
+
 from upt_lightning.models import MeshEncoder
+from upt_lightning.models.neighbourhoods import centres_per_chunk, radius_neighbours
 
 TINY = dict(dim=16, depth=1, num_heads=2, latent_tokens=3, latent_dim=5)
 
 
-def build(num_supernodes=8, radius=0.3, max_neighbours=6, chunk_size=1024, coord_dim=2):
+def build(num_supernodes=8, radius=0.3, max_neighbours=6, chunk_size=None, coord_dim=2, search_budget_mib=256.0):
     return MeshEncoder(
         {"u": 1, "v": 1}, coord_dim=coord_dim, num_supernodes=num_supernodes, radius=radius,
-        max_neighbours=max_neighbours, chunk_size=chunk_size, **TINY,
+        max_neighbours=max_neighbours, chunk_size=chunk_size, search_budget_mib=search_budget_mib, **TINY,
     )
 
 
@@ -27,8 +30,19 @@ def padded_batch(counts, total, coord_dim=2):
     return fields, coords, mask
 
 
-def test_neighbours_equal_brute_force_with_radius_and_cap():
-    encoder = build(num_supernodes=10, radius=0.3, max_neighbours=6, chunk_size=3)
+# Batch 2 x 40 float32 points: one centre's distance row is 320 bytes.
+SEARCH_SETTINGS = {
+    "fixed chunk 3": dict(chunk_size=3),
+    "default budget, one chunk": dict(),
+    "budget of 4 centres": dict(search_budget_mib=4 * 320 / 2**20),
+    "budget of 4.9 centres": dict(search_budget_mib=4.9 * 320 / 2**20),
+    "tiny budget, chunk 1": dict(search_budget_mib=1e-9),
+}
+
+
+@pytest.mark.parametrize("settings", SEARCH_SETTINGS.values(), ids=SEARCH_SETTINGS.keys())
+def test_neighbours_equal_brute_force_with_radius_and_cap(settings):
+    encoder = build(num_supernodes=10, radius=0.3, max_neighbours=6, **settings)
     _, coords, mask = padded_batch([40, 25], 40)
     supernodes = encoder.eval().select_supernodes(coords, mask)
     idx, valid = encoder.neighbours(coords, supernodes, mask)
@@ -44,6 +58,47 @@ def test_neighbours_equal_brute_force_with_radius_and_cap():
             capped += len(inside) > 6
             cut_by_radius += len(inside) < 6
     assert capped and cut_by_radius, "the random batch must exercise both the cap and the radius"
+
+
+def test_search_budget_changes_neither_neighbours_nor_encoding():
+    fields, coords, mask = padded_batch([40, 25], 40)
+    results = []
+    for settings in SEARCH_SETTINGS.values():
+        torch.manual_seed(0)
+        encoder = build(num_supernodes=10, **settings).eval()
+        supernodes = encoder.select_supernodes(coords, mask)
+        results.append((*encoder.neighbours(coords, supernodes, mask), encoder(fields, coords, {"mask": mask})))
+    for idx, valid, encoding in results[1:]:
+        assert torch.equal(idx, results[0][0]) and torch.equal(valid, results[0][1])
+        assert torch.equal(encoding, results[0][2])
+
+
+def test_chunk_follows_the_budget_not_the_batch_size():
+    assert centres_per_chunk(1, 200_000, 4, 256 * 2**20) == 335
+    assert centres_per_chunk(16, 200_000, 4, 256 * 2**20) == 20
+    assert centres_per_chunk(16, 200_000, 8, 256 * 2**20) == 10  # float64 rows are twice as large
+    assert centres_per_chunk(16, 10**7, 4, 256 * 2**20) == 1  # one row is above the budget: chunk 1
+    # The largest allocation of a real search (the distance matrix) stays within the budget for
+    # every batch size; a fixed chunk of 64 centres grows with it.
+    budget = 4 * (4 * 300 * 4)  # four centres' rows at batch 4 (a row: batch x 300 points x 4 bytes)
+
+    def largest_allocation(batch, **settings):
+        coords = torch.rand(batch, 300, 2)
+        mask = torch.ones(batch, 300, dtype=torch.bool)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            radius_neighbours(coords, coords[:, :64], mask, 0.2, 8, **settings)
+        return max(event.cpu_memory_usage for event in prof.events() if "cdist" in event.name)
+
+    for batch in (1, 4, 16):
+        assert largest_allocation(batch, budget_bytes=budget) <= budget
+    assert largest_allocation(16, chunk_size=64) == 16 * 64 * 300 * 4
+
+
+def test_bad_search_budget_is_a_clear_error():
+    with pytest.raises(ValueError, match="search_budget_mib must be positive"):
+        build(search_budget_mib=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        build(chunk_size=0)
 
 
 @pytest.mark.parametrize("coord_dim", [1, 2, 3])

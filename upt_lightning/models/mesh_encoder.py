@@ -33,6 +33,10 @@ class MeshEncoder(nn.Module):
 
     ``meta`` may hold ``"mask"`` ``(B, N)`` bool (True = real point; padding never changes the
     result) and ``"supernode_idx"`` ``(B, S')`` long to force the supernodes.
+
+    The neighbour search handles as many supernodes at once as keep its ``(B, chunk, N)``
+    distance matrix within ``search_budget_mib`` MiB; ``chunk_size`` fixes the count instead.
+    Neither changes the result, only time and peak memory.
     """
 
     accepts_point_subsets = True
@@ -50,8 +54,9 @@ class MeshEncoder(nn.Module):
         latent_tokens: int = 16,
         latent_dim: int = 32,
         mlp_ratio: float = 4.0,
-        chunk_size: int = 1024,
+        chunk_size: int | None = None,
         locality: bool = True,
+        search_budget_mib: float = 256.0,
     ):
         super().__init__()
         self.field_channels = validate_field_spec(field_channels)
@@ -68,7 +73,15 @@ class MeshEncoder(nn.Module):
         self.latent_tokens = latent_tokens
         self.latent_dim = latent_dim
         self.mlp_ratio = mlp_ratio
-        self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        if not search_budget_mib > 0:
+            raise ValueError(
+                f"search_budget_mib must be positive (memory of the neighbour search's distance matrix in MiB), "
+                f"got {search_budget_mib}"
+            )
+        # Private: search settings do not change the latents, so they stay out of the latent cache's
+        # fingerprint (which reads the public settings).
+        self._chunk_size = None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+        self._search_budget_bytes = int(search_budget_mib * 2**20)
 
         self.field_embed = nn.Linear(total_channels(self.field_channels), dim)
         self.pos_embed = SincosEmbedding(self.coord_dim, dim)
@@ -98,7 +111,9 @@ class MeshEncoder(nn.Module):
         check_points_tensor("coords", coords, self.coord_dim)
         mask = read_mask(None if mask is None else {"mask": mask}, *coords.shape[:2], coords.device)
         centres = coords.gather(1, supernode_idx.unsqueeze(-1).expand(-1, -1, self.coord_dim))
-        return radius_neighbours(coords, centres, mask, self.radius, self.max_neighbours, self.chunk_size)
+        return radius_neighbours(
+            coords, centres, mask, self.radius, self.max_neighbours, self._chunk_size, self._search_budget_bytes
+        )
 
     def _forced_supernodes(self, supernode_idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, count = mask.shape
