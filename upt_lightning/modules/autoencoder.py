@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -39,10 +39,12 @@ class AutoencoderModule(UPTModuleBase):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
         seed: int = 0,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         super().__init__(
             field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
             num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
+            nan_policy=nan_policy,
         )
         if lambda_cycle < 0:
             raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
@@ -82,6 +84,9 @@ class AutoencoderModule(UPTModuleBase):
             )
             loss = loss + self.hparams.lambda_cycle * cycle
             logs["train/L_cycle"] = cycle
+        components = {name.removeprefix("train/"): value for name, value in logs.items()}
+        if not self.loss_is_usable(loss, components, batch, batch_idx):
+            return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
         logs["train/loss"] = loss
         self.log_dict(logs, prog_bar=False, batch_size=b.fields.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=b.fields.shape[0])

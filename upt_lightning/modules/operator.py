@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -44,6 +44,7 @@ class OperatorModule(UPTModuleBase):
         inverse_loss_frequency: inverse losses run on every N-th *batch* (batch_idx % N == 0), as in the seed.
         inverse_loss_warmup_epochs, inverse_loss_max_weight: read by the curriculum callback.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
+        num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class OperatorModule(UPTModuleBase):
         warmup_fraction: float = 0.05,
         seed: int = 0,
         autoencoder_source: str | None = None,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -100,7 +102,7 @@ class OperatorModule(UPTModuleBase):
                                             "latent_tokens", "latent_dim") if k in autoencoder}
         super().__init__(
             **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
-            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed,
+            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
         )
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
@@ -212,6 +214,9 @@ class OperatorModule(UPTModuleBase):
             )
             loss = loss + hp.lambda_recon * recon
             logs["train/L_recon"] = recon
+        components = {name.removeprefix("train/"): value for name, value in logs.items()}
+        if not self.loss_is_usable(loss, components, batch, batch_idx):
+            return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
         logs["train/loss"] = loss
         size = b.fields.shape[0]
         self.log_dict(logs, batch_size=size)

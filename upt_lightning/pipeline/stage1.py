@@ -55,6 +55,7 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         per_sample_queries=cfg.sampling.per_sample,
         lr=cfg.stage1.lr,
         seed=cfg.seed,
+        nan_policy=cfg.get("nan_policy", "raise"),
     )
 
 

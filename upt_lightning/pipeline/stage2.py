@@ -27,6 +27,7 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
         lr=cfg.stage2.lr,
         seed=cfg.seed,
+        nan_policy=cfg.get("nan_policy", "raise"),
     )
 
 
