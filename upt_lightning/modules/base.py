@@ -15,6 +15,7 @@ from upt_lightning.fields import cat_fields, split_fields, total_channels, valid
 from upt_lightning.modules.builders import build_decoder, build_encoder
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.modules.seeding import mix_seed
 
 log = logging.getLogger("upt_lightning.modules")
 
@@ -155,11 +156,17 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         return cat_fields(self.decoder(points, latent), self.field_spec)
 
     def query_generator(self) -> torch.Generator:
-        """Seeded per (seed, rank, step): reproducible runs, and ranks draw different query indices."""
+        """A fresh generator seeded by (seed, global rank, training batch index across epochs).
+
+        Reproducible (a resumed run restores the batch index), different on every rank, and different for
+        every batch, including the micro-batches of one gradient-accumulation step (which share global_step).
+        """
         seed = int(self.hparams.get("seed", 0))
-        step = self.global_step if self._trainer is not None else 0
-        rank = self.global_rank if self._trainer is not None else 0
-        return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1))
+        rank = batch = 0
+        if self._trainer is not None:
+            rank = self.global_rank
+            batch = max(self.trainer.fit_loop.epoch_loop.total_batch_idx, 0)
+        return torch.Generator().manual_seed(mix_seed(seed, rank, batch))
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
