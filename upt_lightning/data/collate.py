@@ -15,6 +15,7 @@ def collate_windows(items: Sequence[dict], with_mask: bool = False) -> dict[str,
     counts and carry no mask. Mesh batches (``with_mask=True``) are zero-padded to the largest
     point count ``N`` in the batch and add ``mask`` (B, N) bool, True at real points; the mask is
     present even when all counts agree, so a mesh batch always has the same keys.
+    Items with ``padding`` (evaluation under DDP, see data/even_shards.py) give ``padding`` (B,) bool.
     """
     if not items:
         raise ValueError("cannot collate an empty list of windows")
@@ -35,6 +36,8 @@ def collate_windows(items: Sequence[dict], with_mask: bool = False) -> dict[str,
     }
     if with_mask:
         batch["mask"] = torch.arange(size).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)
+    if "padding" in items[0]:  # evaluation shards under DDP (data/even_shards.py)
+        batch["padding"] = torch.tensor([bool(item["padding"]) for item in items])
     return batch
 
 

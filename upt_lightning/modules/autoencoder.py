@@ -10,7 +10,7 @@ import torch
 from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
-from upt_lightning.modules.evaluation import OneStepEvaluation
+from upt_lightning.modules.evaluation import OneStepEvaluation, without_padding
 
 
 class AutoencoderModule(UPTModuleBase):
@@ -93,6 +93,9 @@ class AutoencoderModule(UPTModuleBase):
         return loss
 
     def _evaluate(self, batch, evaluation: OneStepEvaluation) -> None:
+        batch = without_padding(batch)
+        if batch is None:
+            return
         b = self.prepare_batch(batch)
         recon = self.decode(self.encode(b.fields, b.coords, b.meta), b.coords)
         evaluation.update(self.normalizer.denormalize_fields(recon), b.raw_fields, mask=b.mask)

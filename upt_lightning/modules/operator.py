@@ -13,7 +13,7 @@ from upt_lightning.losses import compute_operator_loss_bundle, inverse_encoding_
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
-from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation
+from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -224,7 +224,7 @@ class OperatorModule(UPTModuleBase):
         self.log_dict(
             {"train/w_inv_enc": self.inverse_weights["lambda_inv_enc"],
              "train/w_inv_dec": self.inverse_weights["lambda_inv_dec"]},
-            on_step=False, on_epoch=True, batch_size=size,
+            on_step=False, on_epoch=True, batch_size=size, sync_dist=True,  # equal on all ranks; quiets DDP's advice
         )
         return loss
 
@@ -238,6 +238,11 @@ class OperatorModule(UPTModuleBase):
         return current
 
     def _evaluate(self, batch, dataloader_idx: int, stage: str) -> None:
+        if dataloader_idx != 0:  # built on every rank, even one whose shard is all padding: compute() syncs
+            rollout_eval = self._rollout_eval(stage, batch["targets"].shape[1])
+        batch = without_padding(batch)
+        if batch is None:
+            return
         b = self.prepare_batch(batch)
         if dataloader_idx == 0:
             z_pred = self.step(self.encode(b.fields, b.coords, b.meta), b.dt)
@@ -247,9 +252,7 @@ class OperatorModule(UPTModuleBase):
             horizon = b.targets.shape[1]
             pred = self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, horizon, b.coords,
                                             self.hparams.rollout_eval_mode)
-            self._rollout_eval(stage, horizon).update(
-                self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask
-            )
+            rollout_eval.update(self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._evaluate(batch, dataloader_idx, "val")
