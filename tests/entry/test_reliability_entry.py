@@ -44,3 +44,41 @@ def test_diverging_stage2_stops_with_a_message_and_keeps_stage1(tmp_path):
     assert list((tmp_path / "data" / "stage1_cache").glob("*/autoencoder.ckpt"))
     assert list((run_dir / "stage1" / "checkpoints").glob("*.ckpt"))
     assert not (run_dir / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_ddp_cpu_run_trains_and_syncs_its_test_metrics(tmp_path):
+    """`trainer=ddp_cpu`: both stages and the test run on 2 processes; the synced test metrics equal a
+    one-process evaluation of the same checkpoint on the same (whole) test set."""
+    import json
+
+    import lightning.pytorch as pl
+
+    from upt_lightning.modules import OperatorModule
+    from upt_lightning.pipeline.evaluate import test_metrics
+    from upt_lightning.pipeline.run import build_datamodule
+
+    run_dir = tmp_path / "run"
+    # The whole test set (1 trajectory: 7 one-step windows, 1 rollout window), which 2 ranks cannot split evenly.
+    overrides = [o for o in tiny_overrides("burgers_upt", tmp_path / "data") if "limit_test_batches" not in o]
+    done = run_train([*overrides, "trainer=ddp_cpu", "trainer.log_every_n_steps=1", "evaluate.plots=false",
+                      "evaluate.superres=false", "callbacks.progress=null", f"hydra.run.dir={run_dir}"], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Starting with 2 processes") == 3  # stage 1 fit, stage 2 fit, test
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list((run_dir / "stage1" / "checkpoints").glob("*.ckpt")) and results["operator_ckpt"]
+    # It trained (the losses of stage 2 were logged and survive the spawned test run, logged beside them).
+    fit_log = (run_dir / "stage2" / "metrics.csv").read_text()
+    assert "train/loss" in fit_log.splitlines()[0] and "val/rollout_nrmse_last" in fit_log
+    assert "test/nrmse" in (run_dir / "stage2" / "test" / "metrics.csv").read_text()
+
+    model = OperatorModule.load_from_checkpoint(results["operator_ckpt"], map_location="cpu", weights_only=True)
+    datamodule = build_datamodule(compose_train(overrides))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    reference = test_metrics(trainer, model, datamodule)
+    assert reference["test/persistence_nrmse"] > 0 and "test/rollout_nrmse_h3" in reference
+    synced = results["metrics"]
+    assert synced.keys() == reference.keys()
+    for key, value in reference.items():
+        assert synced[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key

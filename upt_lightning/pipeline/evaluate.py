@@ -7,6 +7,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.metrics import RolloutErrorMetrics
@@ -15,8 +17,23 @@ from upt_lightning.modules import OperatorModule
 log = logging.getLogger("upt_lightning.pipeline")
 
 
+def keep_fit_logs(trainer: pl.Trainer) -> None:
+    """Under ddp_spawn give trainer.test its own CSV log directory (``<log dir>/test``).
+
+    Each spawned call starts fresh processes, whose new CSVLogger writer deletes the metrics.csv it finds:
+    the fit's losses and validation metrics. On one process the writer lives on and appends instead.
+    """
+    if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        return
+    trainer.loggers = [
+        CSVLogger(save_dir=logger.log_dir, name="", version="test") if isinstance(logger, CSVLogger) else logger
+        for logger in trainer.loggers
+    ]
+
+
 def test_metrics(trainer: pl.Trainer, model: OperatorModule, datamodule) -> dict[str, float]:
     """Run trainer.test; returns the merged {name: value} of both test loaders."""
+    keep_fit_logs(trainer)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     merged: dict[str, float] = {}
     for loader_results in results:
