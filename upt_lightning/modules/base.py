@@ -51,7 +51,7 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         query_strategy: "uniform" or "stratified".
         per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay over the run.
-        seed: base seed of the query-sampling generator (combined with step and rank).
+        seed: base seed of the query-sampling generator (combined with rank and batch index).
         nan_policy: a NaN/Inf training loss either stops the fit with :class:`NonFiniteLossError` naming the
             step and the loss components ("raise"), or skips that batch's update ("skip", one process only;
             counted in ``train/skipped_steps``). See :mod:`upt_lightning.modules.nonfinite`.
