@@ -7,8 +7,13 @@ class ConfigError(ValueError):
     """An impossible configuration value; the message names the config key and the fix."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """A training loss went NaN or Inf (``nan_policy=raise``); the message names the step, the batch and the
+    loss components. Usually a too high learning rate or bad data: a user error, reported without traceback."""
+
+
 def is_user_error(error: BaseException) -> bool:
     """True for mistakes in configs, data files or checkpoints that a message explains fully."""
     from upt_lightning.data.validation import DataError
 
-    return isinstance(error, (ConfigError, DataError, FileNotFoundError))
+    return isinstance(error, (ConfigError, DataError, FileNotFoundError, NonFiniteLossError))

@@ -220,6 +220,7 @@ def test_print_config_shows_the_stage_classes(in_workdir, capsys, config, model_
     assert run_main("fit", "--config", str(config), "--print_config") == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == f"upt_lightning.modules.{model_class}"
+    assert printed["model"]["init_args"]["nan_policy"] == "raise"
     assert printed["data"]["init_args"]["path"] == "data/burgers2d_64.h5"
     callbacks = [callback["class_path"] for callback in printed["trainer"]["callbacks"]]
     assert ("upt_lightning.callbacks.InverseLossCurriculum" in callbacks) == (model_class == "OperatorModule")
@@ -233,6 +234,7 @@ def test_print_config_shows_the_stage_classes(in_workdir, capsys, config, model_
     (STAGE1, ["--model.init_args.lambda_cycle=-1"], "lambda_cycle must be >= 0"),
     (STAGE1, ["--data.init_args.path=no.h5", "--data.init_args.generate=null"], "no.h5 does not exist"),
     (STAGE1, ["--model.init_args.lamda_cycle=1"], "lamda_cycle"),
+    (STAGE1, ["--model.init_args.nan_policy=ignore"], "nan_policy"),
 ])
 def test_user_errors_exit_2_with_a_message_and_no_traceback(in_workdir, capsys, config, extra, message):
     subcommand = "validate" if any(arg.startswith("--ckpt_path") for arg in extra) else "fit"

@@ -16,6 +16,7 @@ def collate_windows(items: Sequence[dict], with_mask: bool = False) -> dict[str,
     counts and carry no mask. Mesh batches (``with_mask=True``) are zero-padded to the largest
     point count ``N`` in the batch and add ``mask`` (B, N) bool, True at real points; the mask is
     present even when all counts agree, so a mesh batch always has the same keys.
+    Items with ``padding`` (evaluation under DDP, see data/even_shards.py) give ``padding`` (B,) bool.
     """
     if not items:
         raise ValueError("cannot collate an empty list of windows")
@@ -40,6 +41,8 @@ def collate_windows(items: Sequence[dict], with_mask: bool = False) -> dict[str,
         # Built by numpy: torch runs a comparison this size on all intra-op threads, and on busy
         # cores waiting for them cost more than the rest of the collate.
         batch["mask"] = torch.from_numpy(np.arange(size) < np.asarray(counts)[:, None])
+    if "padding" in items[0]:  # evaluation shards under DDP (data/even_shards.py)
+        batch["padding"] = torch.tensor([bool(item["padding"]) for item in items])
     return batch
 
 

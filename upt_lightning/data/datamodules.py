@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
+from upt_lightning.data.even_shards import even_eval_shards
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.split_stats import check_split, compute_stats, split_trajectories
@@ -195,10 +196,14 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: TrajectoryWindows, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every
+        # window once (Lightning's own sampler would repeat windows).
+        dataset, sampler = (dataset, None) if shuffle else even_eval_shards(dataset)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
+
+# Names check_finite lets through (see allow_nonfinite).
+_ALLOWED_NONFINITE: ContextVar[frozenset[str]] = ContextVar("allowed_nonfinite", default=frozenset())
 
 
 def check_points_tensor(
@@ -27,8 +32,25 @@ def check_points_tensor(
         raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
 
 
+@contextmanager
+def allow_nonfinite(*names: str) -> Iterator[None]:
+    """Within the block ``check_finite`` accepts the tensors ``names``.
+
+    For model outputs fed back into a model, such as the decoded fields the cycle loss re-encodes: their
+    NaN/Inf means a diverged model, which the training step's ``nan_policy`` reports with the loss terms,
+    not bad input data (and the check's host sync is saved).
+    """
+    token = _ALLOWED_NONFINITE.set(_ALLOWED_NONFINITE.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _ALLOWED_NONFINITE.reset(token)
+
+
 def check_finite(name: str, tensor: torch.Tensor) -> None:
     """Reject NaN or infinite entries (a corrupted file or a diverged run upstream)."""
+    if name in _ALLOWED_NONFINITE.get():
+        return
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(

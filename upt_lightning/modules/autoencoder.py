@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
-from upt_lightning.modules.evaluation import OneStepEvaluation
+from upt_lightning.modules.evaluation import OneStepEvaluation, without_padding
 
 
 class AutoencoderModule(UPTModuleBase):
@@ -39,10 +39,12 @@ class AutoencoderModule(UPTModuleBase):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
         seed: int = 0,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         super().__init__(
             field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
             num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
+            nan_policy=nan_policy,
         )
         if lambda_cycle < 0:
             raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
@@ -82,12 +84,18 @@ class AutoencoderModule(UPTModuleBase):
             )
             loss = loss + self.hparams.lambda_cycle * cycle
             logs["train/L_cycle"] = cycle
+        components = {name.removeprefix("train/"): value for name, value in logs.items()}
+        if not self.loss_is_usable(loss, components, batch, batch_idx):
+            return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
         logs["train/loss"] = loss
         self.log_dict(logs, prog_bar=False, batch_size=b.fields.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=b.fields.shape[0])
         return loss
 
     def _evaluate(self, batch, evaluation: OneStepEvaluation) -> None:
+        batch = without_padding(batch)
+        if batch is None:
+            return
         b = self.prepare_batch(batch)
         recon = self.decode(self.encode(b.fields, b.coords, b.meta), b.coords)
         evaluation.update(self.normalizer.denormalize_fields(recon), b.raw_fields, mask=b.mask)

@@ -6,14 +6,16 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 
 from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
 from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.modules.seeding import mix_seed
 
 log = logging.getLogger("upt_lightning.modules")
 
@@ -35,7 +37,7 @@ class PreparedBatch:
     raw_targets: torch.Tensor
 
 
-class UPTModuleBase(pl.LightningModule):
+class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
     """Encoder + decoder + normaliser + the plumbing both training stages need.
 
     Args:
@@ -49,7 +51,10 @@ class UPTModuleBase(pl.LightningModule):
         query_strategy: "uniform" or "stratified".
         per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay over the run.
-        seed: base seed of the query-sampling generator (combined with step and rank).
+        seed: base seed of the query-sampling generator (combined with rank and batch index).
+        nan_policy: a NaN/Inf training loss either stops the fit with :class:`NonFiniteLossError` naming the
+            step and the loss components ("raise"), or skips that batch's update ("skip", one process only;
+            counted in ``train/skipped_steps``). See :mod:`upt_lightning.modules.nonfinite`.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class UPTModuleBase(pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
         seed: int = 0,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         super().__init__()
         if num_queries is not None and int(num_queries) <= 0:
@@ -78,6 +84,7 @@ class UPTModuleBase(pl.LightningModule):
             raise ValueError(f"optimizer lr must be positive, got {lr}")
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
@@ -88,6 +95,8 @@ class UPTModuleBase(pl.LightningModule):
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self._trainer is not None:
+            check_policy_supported(self.nan_policy, self.trainer.world_size)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -147,11 +156,17 @@ class UPTModuleBase(pl.LightningModule):
         return cat_fields(self.decoder(points, latent), self.field_spec)
 
     def query_generator(self) -> torch.Generator:
-        """Seeded per (seed, rank, step): reproducible runs, and ranks draw different query indices."""
+        """A fresh generator seeded by (seed, global rank, training batch index across epochs).
+
+        Reproducible (a resumed run restores the batch index), different on every rank, and different for
+        every batch, including the micro-batches of one gradient-accumulation step (which share global_step).
+        """
         seed = int(self.hparams.get("seed", 0))
-        step = self.global_step if self._trainer is not None else 0
-        rank = self.global_rank if self._trainer is not None else 0
-        return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1))
+        rank = batch = 0
+        if self._trainer is not None:
+            rank = self.global_rank
+            batch = max(self.trainer.fit_loop.epoch_loop.total_batch_idx, 0)
+        return torch.Generator().manual_seed(mix_seed(seed, rank, batch))
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):

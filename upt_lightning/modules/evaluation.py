@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from upt_lightning.metrics import FieldErrorMetrics, RolloutErrorMetrics
+
+# The val/test values are logged from torchmetrics states that compute() already synced across ranks, so
+# Lightning's advice to add sync_dist=True (one warning per key under DDP) does not apply.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/",
+                        category=PossibleUserWarning)
+
+
+def without_padding(batch: Mapping) -> Mapping | None:
+    """``batch`` without the rows that pad evaluation shards under DDP (data/even_shards.py); None if all are."""
+    padding = batch.get("padding")
+    if padding is None:
+        return batch
+    keep = ~padding
+    if not bool(keep.any()):
+        return None
+    return {key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == keep.shape else value
+            for key, value in batch.items() if key != "padding"}
+
+
+def updated_on_any_rank(metric) -> bool:
+    """Whether any DDP rank updated ``metric``; every rank must then compute it (compute() syncs)."""
+    count = metric.update_count
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = torch.tensor(count, device=metric.device)
+        dist.all_reduce(total)
+        count = int(total)
+    return count > 0
+
+
+def synced_compute(metric) -> dict[str, torch.Tensor]:
+    """``metric.compute()``, which syncs across ranks; a rank whose shard was all padding joins with empty
+    states (torchmetrics' warning about a compute before any update is expected there)."""
+    with warnings.catch_warnings():
+        if metric.update_count == 0:
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+        return metric.compute()
 
 
 class OneStepEvaluation(nn.Module):
@@ -27,10 +66,10 @@ class OneStepEvaluation(nn.Module):
 
     def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {}
-        if self.model.update_count:
-            out.update({f"{prefix}/{k}": v for k, v in self.model.compute().items()})
-        if self.persistence.update_count:
-            out.update({f"{prefix}/persistence_{k}": v for k, v in self.persistence.compute().items()})
+        if updated_on_any_rank(self.model):
+            out.update({f"{prefix}/{k}": v for k, v in synced_compute(self.model).items()})
+        if updated_on_any_rank(self.persistence):
+            out.update({f"{prefix}/persistence_{k}": v for k, v in synced_compute(self.persistence).items()})
         self.model.reset()
         self.persistence.reset()
         return out
@@ -55,9 +94,9 @@ class RolloutEvaluation(nn.Module):
 
     def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {}
-        if self.model.update_count:
+        if updated_on_any_rank(self.model):
             for name, metrics in (("rollout", self.model), ("persistence_rollout", self.persistence)):
-                values = metrics.compute()
+                values = synced_compute(metrics)
                 for key in ("nrmse", "rmse"):
                     per_step = values[key]
                     for k in range(per_step.shape[0]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -13,7 +13,7 @@ from upt_lightning.losses import compute_operator_loss_bundle, inverse_encoding_
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
-from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation
+from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -44,6 +44,7 @@ class OperatorModule(UPTModuleBase):
         inverse_loss_frequency: inverse losses run on every N-th *batch* (batch_idx % N == 0), as in the seed.
         inverse_loss_warmup_epochs, inverse_loss_max_weight: read by the curriculum callback.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
+        num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class OperatorModule(UPTModuleBase):
         warmup_fraction: float = 0.05,
         seed: int = 0,
         autoencoder_source: str | None = None,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -100,7 +102,7 @@ class OperatorModule(UPTModuleBase):
                                             "latent_tokens", "latent_dim") if k in autoencoder}
         super().__init__(
             **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
-            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed,
+            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
         )
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
@@ -212,6 +214,9 @@ class OperatorModule(UPTModuleBase):
             )
             loss = loss + hp.lambda_recon * recon
             logs["train/L_recon"] = recon
+        components = {name.removeprefix("train/"): value for name, value in logs.items()}
+        if not self.loss_is_usable(loss, components, batch, batch_idx):
+            return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
         logs["train/loss"] = loss
         size = b.fields.shape[0]
         self.log_dict(logs, batch_size=size)
@@ -219,7 +224,7 @@ class OperatorModule(UPTModuleBase):
         self.log_dict(
             {"train/w_inv_enc": self.inverse_weights["lambda_inv_enc"],
              "train/w_inv_dec": self.inverse_weights["lambda_inv_dec"]},
-            on_step=False, on_epoch=True, batch_size=size,
+            on_step=False, on_epoch=True, batch_size=size, sync_dist=True,  # equal on all ranks; quiets DDP's advice
         )
         return loss
 
@@ -233,6 +238,11 @@ class OperatorModule(UPTModuleBase):
         return current
 
     def _evaluate(self, batch, dataloader_idx: int, stage: str) -> None:
+        if dataloader_idx != 0:  # built on every rank, even one whose shard is all padding: compute() syncs
+            rollout_eval = self._rollout_eval(stage, batch["targets"].shape[1])
+        batch = without_padding(batch)
+        if batch is None:
+            return
         b = self.prepare_batch(batch)
         if dataloader_idx == 0:
             z_pred = self.step(self.encode(b.fields, b.coords, b.meta), b.dt)
@@ -242,9 +252,7 @@ class OperatorModule(UPTModuleBase):
             horizon = b.targets.shape[1]
             pred = self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, horizon, b.coords,
                                             self.hparams.rollout_eval_mode)
-            self._rollout_eval(stage, horizon).update(
-                self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask
-            )
+            rollout_eval.update(self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._evaluate(batch, dataloader_idx, "val")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError
+from upt_lightning.modules.nonfinite import NAN_POLICIES
 from upt_lightning.query_sampling import STRATEGIES
 
 LOSS_WEIGHTS = ("lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout", "lambda_spectral",
@@ -29,8 +30,28 @@ def _patch_divides(grid_shape, patch_size) -> None:
             )
 
 
+def _several_processes(trainer: DictConfig) -> bool:
+    """Whether the trainer group launches several processes (devices "auto" counts as one)."""
+    devices = trainer.get("devices", 1)
+    several = len(devices) > 1 if not isinstance(devices, (int, str)) else str(devices) not in ("1", "auto")
+    strategy = str(trainer.get("strategy", ""))
+    return several or (trainer.get("num_nodes") or 1) > 1 or any(s in strategy for s in ("ddp", "fsdp", "deepspeed"))
+
+
+def _check_nan_policy(cfg: DictConfig) -> None:
+    policy = cfg.get("nan_policy", "raise")
+    if policy not in NAN_POLICIES:
+        raise ConfigError(f"nan_policy={policy!r} is unknown; choose one of {list(NAN_POLICIES)}")
+    if policy == "skip" and _several_processes(cfg.trainer):
+        raise ConfigError(
+            "nan_policy=skip works on one process only, but the trainer group launches several (Lightning "
+            "cannot skip an optimizer step under DDP); use nan_policy=raise, or a one-device trainer"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
+    _check_nan_policy(cfg)
     sampling = cfg.sampling
     if sampling.strategy not in STRATEGIES:
         raise ConfigError(f"sampling.strategy={sampling.strategy!r} is unknown; choose one of {list(STRATEGIES)}")

@@ -7,16 +7,34 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.metrics import RolloutErrorMetrics
 from upt_lightning.modules import OperatorModule
+from upt_lightning.modules.evaluation import synced_compute, without_padding
 
 log = logging.getLogger("upt_lightning.pipeline")
 
 
+def keep_fit_logs(trainer: pl.Trainer) -> None:
+    """Under ddp_spawn give trainer.test its own CSV log directory (``<log dir>/test``).
+
+    Each spawned call starts fresh processes, whose new CSVLogger writer deletes the metrics.csv it finds:
+    the fit's losses and validation metrics. On one process the writer lives on and appends instead.
+    """
+    if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        return
+    trainer.loggers = [
+        CSVLogger(save_dir=logger.log_dir, name="", version="test") if isinstance(logger, CSVLogger) else logger
+        for logger in trainer.loggers
+    ]
+
+
 def test_metrics(trainer: pl.Trainer, model: OperatorModule, datamodule) -> dict[str, float]:
     """Run trainer.test; returns the merged {name: value} of both test loaders."""
+    keep_fit_logs(trainer)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     merged: dict[str, float] = {}
     for loader_results in results:
@@ -67,6 +85,10 @@ def superres_metrics(cfg: DictConfig, model: OperatorModule, datamodule) -> dict
     metric = RolloutErrorMetrics(horizon, datamodule.num_channels, fine.grid_shape,
                                  channel_names=fine.field_names).to(model.device)
     for coarse_batch, fine_batch in zip(datamodule.test_dataloader()[1], fine.test_dataloader()[1]):
+        # Under torchrun each process reads its shard; drop the shards' padding (data/even_shards.py).
+        coarse_batch, fine_batch = without_padding(coarse_batch), without_padding(fine_batch)
+        if coarse_batch is None:
+            continue
         if not torch.equal(coarse_batch["traj"], fine_batch["traj"]):
             raise RuntimeError("coarse and fine test sets hold different trajectories; regenerate the fine copy")
         coarse = {k: v.to(model.device) for k, v in coarse_batch.items() if isinstance(v, torch.Tensor)}
@@ -74,7 +96,7 @@ def superres_metrics(cfg: DictConfig, model: OperatorModule, datamodule) -> dict
         pred = model.rollout(coarse["fields"], coarse["coords"], horizon, dt=coarse["dt"],
                              query_points=fine_batch["coords"].to(model.device))
         metric.update(pred, fine_targets)
-    values = metric.compute()
+    values = synced_compute(metric)
     log.info("zero-shot super-resolution %s -> %s evaluated", datamodule.grid_shape, fine.grid_shape)
     out = {f"superres/rollout_nrmse_h{k + 1}": float(v) for k, v in enumerate(values["nrmse"])}
     out["superres/grid"] = "x".join(str(s) for s in fine.grid_shape)

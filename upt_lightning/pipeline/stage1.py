@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.modules import AutoencoderModule
@@ -55,6 +56,7 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         per_sample_queries=cfg.sampling.per_sample,
         lr=cfg.stage1.lr,
         seed=cfg.seed,
+        nan_policy=cfg.get("nan_policy", "raise"),
     )
 
 
@@ -72,6 +74,8 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
         log.info("stage 1: reusing the cached autoencoder %s (same stage-1 config and data)", cached)
         return cached
     log.info("stage 1: training the autoencoder (cache key %s)", key)
+    # Reseeded like stage 2: its random draws depend on the seed only, not on what ran before.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     encoder_kind = "grid" if datamodule.grid_shape is not None else "mesh"
     model = build_autoencoder(cfg, datamodule, encoder_kind)
     out_dir = run_dir / "stage1"

@@ -27,11 +27,15 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
         lr=cfg.stage2.lr,
         seed=cfg.seed,
+        nan_policy=cfg.get("nan_policy", "raise"),
     )
 
 
 def train_operator(cfg: DictConfig, datamodule, autoencoder_ckpt: Path, run_dir: Path):
     """Fit stage 2; returns (trainer, module with the best checkpoint's weights loaded, best path)."""
+    # Reseeded here: whether stage 1 was trained just now (drawing random numbers) or came from the cache,
+    # the operator's initial weights, the batch order and the query draws are the same.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_operator_module(cfg, autoencoder_ckpt)
     out_dir = run_dir / "stage2"
     trainer: pl.Trainer = make_trainer(cfg, "stage2", out_dir, stage2_callbacks(cfg, out_dir))
