@@ -7,8 +7,12 @@ class ConfigError(ValueError):
     """An impossible configuration value; the message names the config key and the fix."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, of another kind, or not matching the config/data."""
+
+
 def is_user_error(error: BaseException) -> bool:
     """True for mistakes in configs, data files or checkpoints that a message explains fully."""
     from upt_lightning.data.validation import DataError
 
-    return isinstance(error, (ConfigError, DataError, FileNotFoundError))
+    return isinstance(error, (ConfigError, CheckpointError, DataError, FileNotFoundError))
