@@ -40,7 +40,8 @@ def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
     return [f"+experiment={experiment}", f"data_dir={data_dir}", *TINY_COMMON, *TINY_DATA[experiment]]
 
 
-def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
 from upt_lightning.pipeline.evaluate import example_rollout, superres_metrics, test_metrics, write_config
 from upt_lightning.pipeline.report import print_summary, write_results
+from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.stage1 import obtain_autoencoder
 from upt_lightning.pipeline.stage2 import train_operator
 from upt_lightning.plots import plot_error_vs_horizon, plot_rollout_snapshots
@@ -50,8 +51,11 @@ def run_experiment(cfg: DictConfig) -> dict:
     start = time.time()
     check_config(cfg)
     run_dir = run_dir_of(cfg)
+    check_resume(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
+    log.info("run dir %s; the same command continues it after an interruption if it names "
+             "hydra.run.dir=%s", run_dir, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
