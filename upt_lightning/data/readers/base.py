@@ -17,7 +17,13 @@ import h5py
 import numpy as np
 import torch
 
-from upt_lightning.data.validation import DataError, DataFileNotFoundError, check_finite
+from upt_lightning.data.validation import (
+    DataError,
+    DataFileNotFoundError,
+    check_finite,
+    check_numeric,
+    open_hdf5,
+)
 
 
 class TrajectorySource:
@@ -73,7 +79,7 @@ class TrajectorySource:
     def _file(self) -> h5py.File:
         # A handle inherited through fork belongs to the parent; HDF5 handles must not be shared.
         if self._handle is None or self._pid != os.getpid():
-            self._handle = h5py.File(self.path, "r")
+            self._handle = open_hdf5(self.path)
             self._pid = os.getpid()
         return self._handle
 
@@ -129,17 +135,17 @@ class TrajectorySource:
 
     def times(self, traj: int) -> torch.Tensor:
         """Times of the frames of ``traj`` as read from the file, float64 ``(T,)``."""
-        values = torch.from_numpy(
-            np.asarray(self._read_times(self._file(), self._check_traj(traj)), np.float64)
-        )
+        raw = np.asarray(self._read_times(self._file(), self._check_traj(traj)))
+        check_numeric(raw, f"{self.path}: times of trajectory {traj}")
+        values = torch.from_numpy(raw.astype(np.float64, copy=False))
         check_finite(values, f"{self.path}: times of trajectory {traj}")
         return values
 
     def coords(self, traj: int) -> torch.Tensor:
         """Point coordinates of ``traj``, float32 ``(N, d)``."""
-        values = torch.from_numpy(
-            np.asarray(self._read_coords(self._file(), self._check_traj(traj)), np.float32)
-        )
+        raw = np.asarray(self._read_coords(self._file(), self._check_traj(traj)))
+        check_numeric(raw, f"{self.path}: coordinates of trajectory {traj}")
+        values = torch.from_numpy(raw.astype(np.float32, copy=False))
         check_finite(values, f"{self.path}: coordinates of trajectory {traj}")
         return values
 
@@ -155,9 +161,10 @@ class TrajectorySource:
             )
         # h5py reads only increasing, unique index lists; reorder after the read.
         unique, inverse = np.unique(requested, return_inverse=True)
-        values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()), np.float32)
-        result = torch.from_numpy(values[inverse])
+        values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()))
         where = f"{self.path}: trajectory {traj}, frames {requested.tolist()}"
+        check_numeric(values, where)
+        result = torch.from_numpy(values.astype(np.float32, copy=False)[inverse])
         check_finite(result, where)
         return result
 
