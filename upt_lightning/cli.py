@@ -72,11 +72,18 @@ def data_attribute(name: str) -> Callable[[Any], Any]:
 
 
 def check_ckpt_path(ckpt_path: str | None) -> None:
-    """A missing checkpoint file is a user error; say so before any model is built."""
+    """A missing, unreadable or unsafe checkpoint file is a user error; say so before any model is built.
+
+    The file is read with ``weights_only=True`` (:func:`read_checkpoint`): one holding other pickled
+    objects is refused without running them.
+    """
     if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or "://" in str(ckpt_path):
         return
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist: give the path of a .ckpt file")
+    from upt_lightning.modules.checkpoints import read_checkpoint
+
+    read_checkpoint(ckpt_path, "--ckpt_path", mmap=True)
 
 
 def describe_root_cause(error: BaseException) -> str:
@@ -140,9 +147,15 @@ def build_cli_class():
                     apply_on="instantiate",
                 )
 
-        def before_instantiate_classes(self) -> None:
-            if self.subcommand is not None:
-                check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            # Before LightningCLI reads the checkpoint's hyperparameters (right after parsing).
+            subcommand = self.config.get("subcommand")
+            if subcommand is not None:
+                check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+                if "weights_only" in self.config[subcommand] and self.config[subcommand].weights_only is None:
+                    # torch < 2.6 would default to full unpickling: load weights-only unless told otherwise
+                    self.config[subcommand].weights_only = True
 
         def instantiate_classes(self) -> None:
             try:

@@ -12,8 +12,12 @@ class NonFiniteLossError(RuntimeError):
     loss components. Usually a too high learning rate or bad data: a user error, reported without traceback."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, of another kind, or not matching the config/data."""
+
+
 def is_user_error(error: BaseException) -> bool:
     """True for mistakes in configs, data files or checkpoints that a message explains fully."""
     from upt_lightning.data.validation import DataError
 
-    return isinstance(error, (ConfigError, DataError, FileNotFoundError, NonFiniteLossError))
+    return isinstance(error, (ConfigError, CheckpointError, DataError, FileNotFoundError, NonFiniteLossError))

@@ -40,7 +40,18 @@ def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
     return [f"+experiment={experiment}", f"data_dir={data_dir}", *TINY_COMMON, *TINY_DATA[experiment]]
 
 
-def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+def compose_train(overrides: list[str]):
+    """The train.py config composed in-process by Hydra from conf/ with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("train", overrides=overrides)
+
+
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)

@@ -3,20 +3,12 @@
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from entry_helpers import REPO, run_train, tiny_overrides
+from entry_helpers import REPO, compose_train, run_train, tiny_overrides
 from upt_lightning.errors import ConfigError
 from upt_lightning.pipeline import run_experiment
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
-
-def compose_train(overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("train", overrides=overrides)
 
 
 def test_the_three_documented_experiments_exist():
@@ -108,10 +100,3 @@ def test_train_py_prints_a_config_error_without_traceback(tmp_path):
     assert "sampling.strategy" in done.stderr and "uniform" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()  # failed before generating anything
-
-
-def test_unknown_experiment_fails_with_the_available_ones(tmp_path):
-    done = run_train(["+experiment=no_such_experiment", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
-    assert done.returncode != 0
-    assert "no_such_experiment" in done.stderr and "burgers_upt" in done.stderr
-    assert "Traceback" not in done.stderr

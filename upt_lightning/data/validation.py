@@ -6,8 +6,11 @@ the file, what is wrong and how to fix it, so that a bad file fails before train
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+import h5py
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -20,6 +23,26 @@ class DataError(ValueError):
 
 class DataFileNotFoundError(DataError, FileNotFoundError):
     """The data file does not exist; caught by ``except DataError`` and ``FileNotFoundError``."""
+
+
+def open_hdf5(path: str | os.PathLike) -> h5py.File:
+    """Open ``path`` read-only; a truncated or corrupt file is a :class:`DataError`, not an h5py ``OSError``."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(
+            f"{path} cannot be opened as HDF5 ({error}); the file is truncated or corrupt (an interrupted "
+            "download or copy?): download or generate it again"
+        ) from None
+
+
+def check_numeric(values: np.ndarray, what: str) -> None:
+    """Raise :class:`DataError` unless ``values`` holds real numbers (not strings, objects, complex, bool)."""
+    if values.dtype.kind not in "fiu":
+        raise DataError(
+            f"{what} has dtype {values.dtype}, not real numbers; store fields, coordinates and times as "
+            "float32/float64 (or integer) datasets"
+        )
 
 
 def check_finite(values: torch.Tensor, what: str) -> None:

@@ -1,14 +1,60 @@
-"""Reading stage-1 checkpoints safely (``weights_only=True``: nothing in a file can run code)."""
+"""Reading checkpoints safely (``weights_only=True``: nothing in a file can run code).
+
+Every problem with a checkpoint file is a :class:`CheckpointError` naming the file and the fix, so
+the entry points report it as a user's mistake instead of a traceback from inside torch.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from upt_lightning.errors import CheckpointError
+
 ARCH_KEYS = ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder", "latent_tokens", "latent_dim")
 STAGE1_PREFIXES = ("encoder.", "decoder.", "normalizer.")
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict[str, Any]:
+    """The Lightning checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
+
+    ``weights_only`` unpickles only tensors and plain Python types: a file holding any other
+    object (which could run code while being unpickled) is refused, not executed. ``mmap`` maps
+    the tensors instead of reading them (cheap checks of large files). ``what`` names the file's
+    role in messages (e.g. "autoencoder_ckpt").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # torch raises several types for truncated, corrupt, foreign or unsafe files
+        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        if unsafe:
+            raise CheckpointError(
+                f"{what} {path} was refused: it holds a pickled {unsafe.group(1)}, not only tensors and plain "
+                "types, and unpickling it could run code; use a checkpoint written by this library"
+            ) from None
+        raise CheckpointError(
+            f"{what} {path} is not a readable PyTorch checkpoint ({type(error).__name__}); it may be truncated "
+            "or another kind of file: give a .ckpt file that training wrote"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CheckpointError(f"{what} {path} is not a Lightning checkpoint with hyper_parameters and state_dict")
+    return checkpoint
+
+
+def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
+    """"autoencoder" (stage 1), "operator" (stage 2) or "unknown", judged from the hyperparameters."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "operator" in hparams and "autoencoder" in hparams:
+        return "operator"
+    if "field_channels" in hparams and "coord_dim" in hparams:
+        return "autoencoder"
+    return "unknown"
 
 
 def load_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -18,20 +64,17 @@ def load_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[
         raise FileNotFoundError(
             f"autoencoder checkpoint {path} does not exist: train stage 1 first or fix autoencoder_ckpt"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint with hyper_parameters and state_dict")
-    hparams = dict(checkpoint["hyper_parameters"])
-    missing = [key for key in ("field_channels", "coord_dim") if key not in hparams]
-    if missing:
-        raise ValueError(
-            f"{path} lacks the stage-1 hyperparameters {missing}: is it an AutoencoderModule checkpoint?"
+    checkpoint = read_checkpoint(path, "autoencoder checkpoint")
+    kind = checkpoint_kind(checkpoint)
+    if kind != "autoencoder":
+        found = "a stage-2 (OperatorModule) checkpoint" if kind == "operator" else "no stage-1 hyperparameters"
+        raise CheckpointError(
+            f"{path} is not an AutoencoderModule (stage-1) checkpoint: found {found}; give the checkpoint "
+            "that stage 1 wrote (stage1/checkpoints/ or the stage-1 cache)"
         )
+    hparams = dict(checkpoint["hyper_parameters"])
     arch = {key: hparams[key] for key in ARCH_KEYS if key in hparams}
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(STAGE1_PREFIXES)}
     if not any(k.startswith("encoder.") for k in state):
-        raise ValueError(f"{path} holds no encoder weights: is it an AutoencoderModule checkpoint?")
+        raise CheckpointError(f"{path} holds no encoder weights: is it an AutoencoderModule checkpoint?")
     return arch, state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError
@@ -68,6 +70,12 @@ def check_config(cfg: DictConfig) -> None:
         if not cfg[stage].lr > 0:
             raise ConfigError(f"{stage}.lr={cfg[stage].lr} must be positive")
     _positive_int(cfg, "data.batch_size", cfg.data.batch_size)
+    split = list(cfg.data.get("split") or [])
+    if len(split) != 3 or min(split) <= 0 or not math.isclose(sum(split), 1.0, abs_tol=1e-6):
+        raise ConfigError(
+            f"data.split={split} must be three positive fractions (train, val, test) summing to 1, "
+            "e.g. [0.8,0.1,0.1]"
+        )
     _positive_int(cfg, "data.rollout_horizon", cfg.data.rollout_horizon)
     if cfg.loss.lambda_rollout > 0 and cfg.data.train_horizon < 2:
         raise ConfigError("loss.lambda_rollout > 0 needs data.train_horizon >= 2 (rollout windows in training)")
@@ -79,9 +87,19 @@ def check_config(cfg: DictConfig) -> None:
             )
 
 
-def check_against_data(cfg: DictConfig, grid_shape) -> None:
-    """Checks that need the data's shape (known after the DataModule's setup)."""
+def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = None) -> None:
+    """Checks that need the data's shape (known after the DataModule's setup).
+
+    ``min_points`` is the smallest point count of any trajectory (meshes: the supernodes are drawn from it).
+    """
     if grid_shape is not None:
         _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
-    elif cfg.loss.lambda_spectral > 0:
+        return
+    if cfg.loss.lambda_spectral > 0:
         raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")
+    supernodes = cfg.model.mesh_encoder.num_supernodes
+    if min_points is not None and supernodes > min_points:
+        raise ConfigError(
+            f"model.mesh_encoder.num_supernodes={supernodes} exceeds the {min_points} points of the smallest mesh "
+            f"in {cfg.data.path}; set model.mesh_encoder.num_supernodes to at most {min_points}"
+        )

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.errors import ConfigError, is_user_error
+from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
+from upt_lightning.pipeline.data_checks import validate_data_once
 from upt_lightning.pipeline.evaluate import example_rollout, superres_metrics, test_metrics, write_config
 from upt_lightning.pipeline.report import print_summary, write_results
+from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.stage1 import obtain_autoencoder
 from upt_lightning.pipeline.stage2 import train_operator
 from upt_lightning.plots import plot_error_vs_horizon, plot_rollout_snapshots
@@ -25,7 +30,15 @@ def build_datamodule(cfg: DictConfig):
     """Instantiate the data group (minus its super-resolution entry), generate if missing, set up."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("superres", None)
-    datamodule = instantiate(data_cfg, _convert_="all")
+    try:
+        datamodule = instantiate(data_cfg, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__
+        if cause is not None and is_user_error(cause):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):  # the DataModule rejected an argument
+            raise ConfigError(f"data: {cause}") from None
+        raise
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -45,17 +58,31 @@ def overrides_of() -> list[str]:
         return []
 
 
+def smallest_point_count(datamodule) -> int:
+    source = datamodule.source
+    return min(source.num_points(traj) for traj in range(source.num_trajectories))
+
+
 def run_experiment(cfg: DictConfig) -> dict:
-    """Train and evaluate; returns the results written to results.json."""
+    """Train and evaluate; returns the results written to results.json.
+
+    Everything that can be checked before training is (config, data file, given checkpoints, resume),
+    and only then is anything written to the run dir, so a mistake never overwrites an earlier run's files.
+    """
     start = time.time()
     check_config(cfg)
     run_dir = run_dir_of(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, run_dir)
+    check_resume(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
-    check_against_data(cfg, datamodule.grid_shape)
+    check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
+    validate_data_once(cfg, datamodule)
+    check_autoencoder_ckpt(cfg, datamodule)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, run_dir)
+    log.info("run dir %s; the same command continues it after an interruption if it names "
+             "hydra.run.dir=%s", run_dir, run_dir)
     autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
     trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
+from upt_lightning.pipeline.checkpoint_checks import check_state_matches
+from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage1_callbacks
 
 log = logging.getLogger("upt_lightning.pipeline")
@@ -61,7 +62,11 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
 
 
 def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
-    """Path of the stage-1 checkpoint: given, cached, or trained now (and cached)."""
+    """Path of the stage-1 checkpoint: given, cached, or trained now (and cached).
+
+    An interrupted stage 1 resumes from ``run_dir/stage1/checkpoints``; the cache entry appears
+    only when stage 1 has finished, in one atomic rename, so it never holds a half-trained model.
+    """
     if cfg.autoencoder_ckpt:
         path = Path(cfg.autoencoder_ckpt)
         if not path.is_file():
@@ -79,14 +84,15 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     encoder_kind = "grid" if datamodule.grid_shape is not None else "mesh"
     model = build_autoencoder(cfg, datamodule, encoder_kind)
     out_dir = run_dir / "stage1"
+    resume = stage_resume_checkpoint(cfg, "stage1", out_dir)
+    if resume is not None:
+        check_state_matches(model, resume)
     trainer = make_trainer(cfg, "stage1", out_dir, stage1_callbacks(cfg, out_dir))
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     best = final_checkpoint(trainer, out_dir, "autoencoder-final.ckpt")
     if trainer.is_global_zero:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
-        shutil.copyfile(best, partial)
-        os.replace(partial, cached)  # atomic: a killed copy never looks like a finished checkpoint
-        (cached.parent / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        # config.yaml first: a complete autoencoder.ckpt is the entry's "done" mark.
+        atomic_write_bytes(cached.parent / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        atomic_copy(best, cached)
         log.info("stage 1: cached the autoencoder as %s", cached)
     return cached

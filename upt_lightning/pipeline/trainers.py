@@ -9,9 +9,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.checkpoint_io import AtomicCheckpointIO
+from upt_lightning.faults import fault_hooks
+from upt_lightning.rng_state import RNGStateCheckpoint
+
 
 def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """A Trainer writing logs and checkpoints under out_dir (stage is "stage1" or "stage2")."""
+    """A Trainer writing logs and checkpoints under out_dir (stage is "stage1" or "stage2").
+
+    Checkpoints are written atomically and carry the RNG states, so that a killed run resumes from
+    an intact checkpoint and draws what it would have drawn (see pipeline/resume.py).
+    """
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
     limit = cfg[stage].get("limit_train_batches")
@@ -19,12 +27,14 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
         trainer_kwargs["limit_train_batches"] = limit
     for key, value in (cfg[stage].get("trainer") or {}).items():
         trainer_kwargs[key] = value
+    fault_callbacks, midway = fault_hooks(stage)
     return pl.Trainer(
         **trainer_kwargs,
         max_epochs=cfg[stage].max_epochs,
         default_root_dir=str(out_dir),
         logger=logger,
-        callbacks=callbacks,
+        callbacks=[*callbacks, RNGStateCheckpoint(), *fault_callbacks],
+        plugins=[AtomicCheckpointIO(midway=midway)],
     )
 
 

@@ -17,7 +17,7 @@ from upt_lightning.data.readers.mesh import MeshSource
 from upt_lightning.data.readers.pdebench_1d import PDEBench1DSource
 from upt_lightning.data.readers.pdebench_cfd import PDEBenchCFDSource
 from upt_lightning.data.readers.pdebench_groups import PDEBenchGroupsSource
-from upt_lightning.data.validation import DataError, DataFileNotFoundError
+from upt_lightning.data.validation import DataError, DataFileNotFoundError, open_hdf5
 
 READERS: dict[str, type[TrajectorySource]] = {
     cls.layout: cls
@@ -41,7 +41,7 @@ def detect_layout(path: str | os.PathLike) -> str:
         raise DataFileNotFoundError(f"data file {path} does not exist; check the path")
     if not h5py.is_hdf5(path):
         raise DataError(f"{path} is not an HDF5 file; give a PDEBench or upt_mesh .h5 file")
-    with h5py.File(path, "r") as file:
+    with open_hdf5(path) as file:
         layout_attr = file.attrs.get("layout")
         if isinstance(layout_attr, bytes):
             layout_attr = layout_attr.decode()

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from upt_lightning.data.readers.cache import TensorLRU
-from upt_lightning.data.validation import DataError, DataFileNotFoundError, check_finite
+from upt_lightning.data.validation import (
+    DataError,
+    DataFileNotFoundError,
+    check_finite,
+    check_numeric,
+    open_hdf5,
+)
 
 
 class TrajectorySource:
@@ -81,7 +87,7 @@ class TrajectorySource:
     def _file(self) -> h5py.File:
         # A handle inherited through fork belongs to the parent; HDF5 handles must not be shared.
         if self._handle is None or self._pid != os.getpid():
-            self._handle = h5py.File(self.path, "r")
+            self._handle = open_hdf5(self.path)
             self._pid = os.getpid()
             self._datasets = {}
         return self._handle
@@ -169,12 +175,16 @@ class TrajectorySource:
         return self._cache.get(("coords", 0 if self.shared_grid else traj), lambda: self._load_coords(traj))
 
     def _load_times(self, traj: int) -> torch.Tensor:
-        values = torch.from_numpy(np.asarray(self._read_times(self._file(), traj), np.float64))
+        raw = np.asarray(self._read_times(self._file(), traj))
+        check_numeric(raw, f"{self.path}: times of trajectory {traj}")
+        values = torch.from_numpy(raw.astype(np.float64, copy=False))
         check_finite(values, f"{self.path}: times of trajectory {traj}")
         return values
 
     def _load_coords(self, traj: int) -> torch.Tensor:
-        values = torch.from_numpy(np.asarray(self._read_coords(self._file(), traj), np.float32))
+        raw = np.asarray(self._read_coords(self._file(), traj))
+        check_numeric(raw, f"{self.path}: coordinates of trajectory {traj}")
+        values = torch.from_numpy(raw.astype(np.float32, copy=False))
         check_finite(values, f"{self.path}: coordinates of trajectory {traj}")
         return values
 
@@ -192,7 +202,9 @@ class TrajectorySource:
         # indices already increase: no np.unique and no reordering copy then.
         increasing = bool((requested[1:] > requested[:-1]).all())
         unique, inverse = (requested, None) if increasing else np.unique(requested, return_inverse=True)
-        values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()), np.float32)
+        values = np.asarray(self._read_frames(self._file(), traj, unique.tolist()))
+        check_numeric(values, f"{self.path}: trajectory {traj}, frames {requested.tolist()}")
+        values = values.astype(np.float32, copy=False)
         if inverse is not None:
             values = values[inverse]
         # numpy's check costs a tenth of torch's on an item-sized array; check_finite words the error.
