@@ -9,6 +9,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.callbacks import LatentCacheCallback
+
 
 def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Trainer writing logs and checkpoints under out_dir (stage is "stage1" or "stage2")."""
@@ -40,7 +42,7 @@ def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
 
 
 def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
-    callbacks = []
+    callbacks: list[pl.Callback] = [LatentCacheCallback()] if cfg.stage2.get("latent_cache") else []
     for name, spec in (cfg.callbacks or {}).items():
         if spec is None:
             continue
