@@ -43,17 +43,18 @@ ROW_KEYS = {
 }
 SUMMARY_KEYS = {
     "queries": ("decoder_saved_ratio_half", "step_saved_ratio_half", "step_speedup_half", "inv_enc_speedup_half",
-                "inverse_share_of_dense_step"),
+                "inv_dec_speedup_half", "inverse_share_of_dense_step", "step_speedup_half_vs_exact_inv_dec",
+                "step_saved_ratio_half_vs_exact_inv_dec"),
     "rollout": ("reference_steps", "latent_speedup", "latent_all_decoded_speedup",
                 "latent_speedup_vs_rollout_physical"),
     "decoder": ("memory_ratio_decoder_chunks", "memory_ratio_streamed", "points_per_s_largest"),
     "mesh": ("search_share_largest", "points_per_s_largest"),
-    "throughput": ("cache_speedup", "cache_speedup_inverse_off", "max_loader_share", "cache_build_s",
-                   "cached_windows"),
+    "throughput": ("cache_speedup", "cache_speedup_inverse_off", "cache_speedup_inverse_off_with_fields",
+                   "max_loader_share", "cache_build_s", "cached_windows"),
     "peak": ("matmul_gflop_per_s", "step_gflop_per_s", "step_fraction_of_matmul", "flop_share_GridEncoder",
              "flop_share_AnyPointDecoder", "flop_share_LatentOperator"),
 }
-TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 2, "peak": 0}
+TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0}
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,12 @@ def test_saved_bytes_follow_the_query_count(results):
         # The decoder's activations are per query: halving Q halves them, up to the shared latent part.
         for more, fewer in zip(decoder, decoder[1:]):
             assert 0.45 < fewer / more < 0.55
-        # L_inv_dec re-encodes the full grid whatever Q is, so its saved bytes do not change.
-        for row in sampled:
-            assert row["inv_dec_saved_mb"] == pytest.approx(dense["inv_dec_saved_mb"], rel=1e-6)
+        # L_inv_dec re-encodes the full grid whatever Q is, but its decoder keeps activations at the Q points only.
+        inv_dec = [dense["inv_dec_saved_mb"]] + [r["inv_dec_saved_mb"] for r in sampled]
+        assert all(fewer < more for more, fewer in zip(inv_dec, inv_dec[1:]))
+    exact = rows[-1]  # Q = N/2 with the full-grid backward of L_inv_dec: what the dense L_inv_dec keeps
+    assert exact["strategy"].startswith("uniform, exact") and exact["num_queries"] == points // 2
+    assert exact["inv_dec_saved_mb"] == pytest.approx(dense["inv_dec_saved_mb"], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -121,7 +125,7 @@ def test_sizes_follow_the_quick_settings(results):
     decoder_points = sorted({r["points"] for r in results["decoder"]["rows"]})
     assert decoder_points == list(results["decoder"]["settings"]["points"])
     assert all(r["supernodes"] <= r["points"] for r in results["mesh"]["rows"])
-    assert len(results["throughput"]["rows"]) == 5
+    assert len(results["throughput"]["rows"]) == 6
 
 
 def test_one_decode_physical_rollout_equals_the_modules_physical_rollout():

@@ -8,39 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from inverse_helpers import LATENT_DIM, grid_case, mesh_case, mesh_encoder, tiny_decoder
 from upt_lightning.losses import compute_operator_loss_bundle, inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses import inverse as inverse_module
-from upt_lightning.models import AnyPointDecoder, GridEncoder, MeshEncoder
-
-SPEC = {"u": 1, "v": 1}
-LATENT_DIM = 8
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    return module.requires_grad_(False).eval()
-
-
-def _decoder() -> nn.Module:
-    return _frozen(AnyPointDecoder(SPEC, coord_dim=2, latent_dim=LATENT_DIM, dim=16, depth=1, num_heads=2, num_frequencies=3))
-
-
-def _grid_case():
-    encoder = _frozen(GridEncoder(SPEC, (8, 8), patch_size=4, dim=16, depth=1, num_heads=2, latent_tokens=4, latent_dim=LATENT_DIM))
-    axis = (torch.arange(8.0) + 0.5) / 8
-    coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(1, 64, 2).expand(2, -1, -1)
-    fields = {"u": torch.sin(6 * coords[..., :1]), "v": torch.cos(6 * coords[..., 1:])}
-    return encoder, coords, fields, {"grid_shape": (8, 8)}
-
-
-def _mesh_encoder(num_supernodes: int = 8) -> nn.Module:
-    return _frozen(MeshEncoder(SPEC, coord_dim=2, num_supernodes=num_supernodes, radius=0.4, max_neighbours=8,
-                               dim=16, depth=1, num_heads=2, latent_tokens=4, latent_dim=LATENT_DIM))
-
-
-def _mesh_case(points: int = 100):
-    coords = torch.rand(2, points, 2, generator=torch.Generator().manual_seed(0))
-    fields = {"u": torch.sin(6 * coords[..., :1]), "v": torch.cos(6 * coords[..., 1:])}
-    return _mesh_encoder(), coords, fields, {}
 
 
 def _record_encoder_inputs(encoder: nn.Module) -> list:
@@ -56,10 +26,10 @@ def _assert_only_operator_trained(operator: nn.Module, *frozen: nn.Module) -> No
             assert not parameter.requires_grad and parameter.grad is None, name
 
 
-@pytest.mark.parametrize("case", [_grid_case, _mesh_case])
+@pytest.mark.parametrize("case", [grid_case, mesh_case])
 def test_gradients_reach_the_operator_through_frozen_models(case):
     encoder, coords, fields, meta = case()
-    decoder = _decoder()
+    decoder = tiny_decoder()
     operator = nn.Linear(LATENT_DIM, LATENT_DIM)
     with torch.no_grad():
         z_t = encoder(fields, coords, meta)
@@ -76,8 +46,8 @@ def test_gradients_reach_the_operator_through_frozen_models(case):
 
 
 def test_bundle_trains_the_operator_with_both_inverse_losses_on():
-    encoder, coords, fields, meta = _grid_case()
-    decoder, operator = _decoder(), nn.Linear(LATENT_DIM, LATENT_DIM)
+    encoder, coords, fields, meta = grid_case()
+    decoder, operator = tiny_decoder(), nn.Linear(LATENT_DIM, LATENT_DIM)
     with torch.no_grad():
         z_t = encoder(fields, coords, meta)
     bundle = compute_operator_loss_bundle(
@@ -91,24 +61,26 @@ def test_bundle_trains_the_operator_with_both_inverse_losses_on():
 
 
 def test_mesh_encoder_re_encodes_only_the_sampled_subset():
-    encoder, coords, fields, meta = _mesh_case()
+    encoder, coords, fields, meta = mesh_case()
     seen = _record_encoder_inputs(encoder)
     latent = encoder(fields, coords, meta)
     seen.clear()
-    inverse_decoding_loss(latent, _decoder(), encoder, coords, coords, meta, num_queries=40, query_strategy="stratified")
+    inverse_decoding_loss(latent, tiny_decoder(), encoder, coords, coords, meta, num_queries=40,
+                          query_strategy="stratified")
     (coords_shape, encoder_meta), = seen
     assert coords_shape == (2, 40, 2) and "mask" not in encoder_meta
 
 
 def test_mesh_subset_respects_the_padding_mask():
-    encoder, coords, fields, _ = _mesh_case()
+    encoder, coords, fields, _ = mesh_case()
     mask = torch.ones(2, 100, dtype=torch.bool)
     mask[1, 70:] = False
     latent = torch.randn(2, 4, LATENT_DIM)
     seen = _record_encoder_inputs(encoder)
-    inverse_decoding_loss(latent, _decoder(), encoder, coords, coords, {"mask": mask}, num_queries=50, per_sample=True)
-    inverse_decoding_loss(latent, _decoder(), encoder, coords, coords, {"mask": mask}, num_queries=80)
-    inverse_decoding_loss(latent, _decoder(), encoder, coords, coords, {"mask": mask}, num_queries=100)
+    inverse_decoding_loss(latent, tiny_decoder(), encoder, coords, coords, {"mask": mask}, num_queries=50,
+                          per_sample=True)
+    inverse_decoding_loss(latent, tiny_decoder(), encoder, coords, coords, {"mask": mask}, num_queries=80)
+    inverse_decoding_loss(latent, tiny_decoder(), encoder, coords, coords, {"mask": mask}, num_queries=100)
     (sub_shape, sub_meta), (fewest_shape, fewest_meta), (full_shape, full_meta) = seen
     assert sub_shape == (2, 50, 2) and "mask" not in sub_meta
     assert fewest_shape == (2, 70, 2) and "mask" not in fewest_meta  # k capped at the 70 real points of sample 1
@@ -116,25 +88,27 @@ def test_mesh_subset_respects_the_padding_mask():
 
 
 def test_mesh_subset_smaller_than_the_supernodes_or_with_forced_supernodes_raises():
-    _, coords, _, meta = _mesh_case()
+    _, coords, _, meta = mesh_case()
     latent = torch.randn(2, 4, LATENT_DIM)
     with pytest.raises(ValueError, match=r"subsets of 10 points.*num_supernodes=16"):
-        inverse_decoding_loss(latent, _decoder(), _mesh_encoder(16), coords, coords, meta, num_queries=10)
+        inverse_decoding_loss(latent, tiny_decoder(), mesh_encoder(16), coords, coords, meta, num_queries=10)
     forced = {"supernode_idx": torch.arange(8).expand(2, 8)}
     with pytest.raises(ValueError, match="supernode_idx"):
-        inverse_decoding_loss(latent, _decoder(), _mesh_encoder(), coords, coords, forced, num_queries=50)
+        inverse_decoding_loss(latent, tiny_decoder(), mesh_encoder(), coords, coords, forced, num_queries=50)
     # without a subset the forced supernodes stay valid and are used as given
-    inverse_decoding_loss(latent, _decoder(), _mesh_encoder(), coords, coords, forced, num_queries=100)
+    inverse_decoding_loss(latent, tiny_decoder(), mesh_encoder(), coords, coords, forced, num_queries=100)
 
 
-def test_grid_encoder_re_encodes_the_full_grid_and_says_so_once(caplog, monkeypatch):
+def test_grid_encoder_re_encodes_the_full_grid_and_says_how_once_per_mode(caplog, monkeypatch):
     monkeypatch.setattr(inverse_module, "_reported_full_grid", set())
-    encoder, coords, fields, meta = _grid_case()
+    encoder, coords, fields, meta = grid_case()
     seen = _record_encoder_inputs(encoder)
     latent = torch.randn(2, 4, LATENT_DIM)
     with caplog.at_level(logging.INFO, logger="upt_lightning.losses"):
-        for _ in range(2):
-            inverse_decoding_loss(latent, _decoder(), encoder, coords, coords, meta, num_queries=16)
-    assert [shape for shape, _ in seen] == [(2, 64, 2), (2, 64, 2)]
-    messages = [r.getMessage() for r in caplog.records if r.name == "upt_lightning.losses"]
-    assert len(messages) == 1 and "num_queries=16" in messages[0] and "GridEncoder" in messages[0]
+        for sampled_gradient in (True, True, False, False):
+            inverse_decoding_loss(latent, tiny_decoder(), encoder, coords, coords, meta, num_queries=16,
+                                  sampled_gradient=sampled_gradient)
+    assert [shape for shape, _ in seen] == [(2, 64, 2)] * 4
+    sampled, exact = [r.getMessage() for r in caplog.records if r.name == "upt_lightning.losses"]
+    assert "GridEncoder" in sampled and "num_queries=16 sampled points" in sampled and "ignores" not in sampled
+    assert "GridEncoder" in exact and "sampled_gradient=False" in exact

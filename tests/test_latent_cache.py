@@ -5,45 +5,18 @@ from __future__ import annotations
 import math
 import warnings
 
-import h5py
-import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from latent_cache_helpers import GRID, STEPS, fit_autoencoder, operator_module, write_groups_file
 from upt_lightning.data.collate import collate_windows
-from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.latent_cache import LatentCache, encoder_fingerprint
 from upt_lightning.data.readers import open_source
 from upt_lightning.models import MeshEncoder
-from upt_lightning.modules import AutoencoderModule, OperatorModule
 from upt_lightning.modules.normalizer import FieldNormalizer
-
-GRID = (8, 8)
-STEPS = 6
-TINY = dict(encoder={"kind": "grid", "patch_size": 2, "dim": 16, "depth": 1, "num_heads": 2},
-            decoder={"dim": 16, "depth": 1, "num_heads": 2, "num_frequencies": 3},
-            latent_tokens=4, latent_dim=8)
-
-
-def write_groups_file(path, trajectories: int = 4) -> None:
-    """PDEBench per-sample groups: '0000'/data (T, X, Y, 2) of waves moving one cell per step."""
-    x = (np.arange(GRID[0]) + 0.5) / GRID[0]
-    y = (np.arange(GRID[1]) + 0.5) / GRID[1]
-    t = np.arange(STEPS) * 0.1
-    with h5py.File(path, "w") as file:
-        file.attrs["field_names"] = np.array(["u", "v"], dtype="S")
-        for n in range(trajectories):
-            phase = 2 * math.pi * n / trajectories
-            shift = t[:, None, None] * 10 / GRID[0]
-            u = np.sin(2 * math.pi * (x[None, :, None] - shift) + phase) + 0 * y[None, None, :]
-            v = np.cos(2 * math.pi * (y[None, None, :] + shift) + phase) + 0.5 + 0 * x[None, :, None]
-            group = file.create_group(f"{n:04d}")
-            group["data"] = np.stack([u, v], axis=-1).astype(np.float32)
-            group["grid/x"], group["grid/y"], group["grid/t"] = x, y, t
 
 
 @pytest.fixture(scope="module")
@@ -55,24 +28,7 @@ def data_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def autoencoder_ckpt(data_path, tmp_path_factory):
-    """A stage-1 checkpoint from a real two-step fit, with the data's normalisation statistics."""
-    datamodule = GridDataModule(str(data_path), batch_size=4, split=(0.5, 0.25, 0.25), rollout_horizon=2)
-    model = AutoencoderModule(field_channels={"u": 1, "v": 1}, coord_dim=2, grid_shape=GRID, num_queries=32, **TINY)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(model, datamodule=datamodule)
-    path = tmp_path_factory.mktemp("stage1") / "autoencoder.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
-def operator_module(ckpt, **kwargs) -> OperatorModule:
-    torch.manual_seed(0)
-    args = dict(operator={"dim": 16, "depth": 1, "num_heads": 2}, num_queries=24, lambda_inv_enc=0.5,
-                lambda_inv_dec=0.5)
-    return OperatorModule(autoencoder_ckpt=str(ckpt), **{**args, **kwargs})
+    return fit_autoencoder(data_path, tmp_path_factory.mktemp("stage1") / "autoencoder.ckpt")
 
 
 def windows(data_path, horizon: int = 2) -> TrajectoryWindows:
@@ -124,6 +80,34 @@ def test_training_step_with_cache_gives_the_same_loss_without_encoding(data_path
     assert losses["plain"][1] == 3 and losses["cached"][1] == 1
     torch.testing.assert_close(losses["cached"][0], losses["plain"][0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(losses["cached"][2], losses["plain"][2], rtol=1e-4, atol=1e-7)
+
+
+def test_cache_without_fields_serves_latents_and_dt_and_gives_the_same_loss(data_path, autoencoder_ckpt, tmp_path):
+    module = operator_module(autoencoder_ckpt, use_inverse_losses=False)
+    assert not module.training_reads_fields() and operator_module(autoencoder_ckpt).training_reads_fields()
+    dataset = windows(data_path)
+    cache = LatentCache.build(dataset, module, fields=False)
+    items = [cache[i] for i in (1, 4, 8)]
+    assert set(items[0]) == {"latents", "dt", "traj", "t0"}
+    for index, item in zip((1, 4, 8), items):
+        original = dataset[index]
+        assert (item["traj"], item["t0"]) == (original["traj"], original["t0"])
+        torch.testing.assert_close(item["dt"], original["dt"], rtol=0, atol=0)
+    latent_batch = cache.collate_fn(items)
+    plain_batch = collate_windows([dataset[i] for i in (1, 4, 8)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        cached_loss = module.training_step(latent_batch, 0)
+        torch.testing.assert_close(cached_loss, module.training_step(plain_batch, 0), rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="without fields.*lambda_inv_enc"):
+            operator_module(autoencoder_ckpt).training_step(latent_batch, 0)
+
+    cache.save(tmp_path / "latents.pt")
+    loaded = LatentCache.load(tmp_path / "latents.pt", dataset, module, fields=False)
+    assert set(loaded[2]) == {"latents", "dt", "traj", "t0"}
+    torch.testing.assert_close(loaded.dt, cache.dt, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs each window's dt"):
+        LatentCache(dataset, cache.latents, cache.fingerprint, fields=False)
 
 
 def test_cache_serves_batches_through_a_dataloader(data_path, autoencoder_ckpt):

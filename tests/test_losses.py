@@ -126,6 +126,17 @@ def test_inverse_decoding_loss_equals_hand_value_and_detaches_the_target():
     torch.testing.assert_close(latent.grad, torch.tensor([[[-4.0, 0.0]]]))
 
 
+def test_inverse_decoding_loss_sampled_gradient_of_a_constant_decoder_is_exact():
+    # Every point's gradient is the same here, so 2 sampled points scaled by 5 / 2 give the full one.
+    latent = torch.tensor([[[1.0, 4.0]]], requires_grad=True)
+    coords = torch.rand(1, 5, 2)
+    loss = inverse_decoding_loss(latent, ConstantDecoder(), DoublingMeanEncoder(), coords, coords, {}, weight=2.0,
+                                 num_queries=2, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(5.0)
+    loss.backward()
+    torch.testing.assert_close(latent.grad, torch.tensor([[[-4.0, 0.0]]]))
+
+
 def _sine_grid(n: int, mode: int, shift: float = 0.0) -> torch.Tensor:
     return torch.sin(2 * math.pi * mode * (torch.arange(n, dtype=torch.float64) + shift) / n)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import lightning.pytorch as pl
 
+from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.losses import compute_inverse_loss_curriculum_weight
 
 log = logging.getLogger("upt_lightning.callbacks")
@@ -53,3 +55,52 @@ class InverseLossCurriculum(pl.Callback):
         weights = self.weights_for_epoch(pl_module, trainer.current_epoch)
         pl_module.inverse_weights = weights
         log.info("epoch %d: inverse-loss weights %s", trainer.current_epoch, weights)
+
+
+class LatentCacheCallback(pl.Callback):
+    """Serve stage 2's training batches from a :class:`LatentCache` of the frozen encoder.
+
+    At the fit's setup (before any loader is requested; the module moved to its device, with the
+    stage-1 normalisation statistics) every training window of the DataModule is encoded once, and
+    the DataModule's ``train_dataloader`` serves the cache from then on. Going through the
+    DataModule keeps Lightning in charge of the loader: under DDP it adds its distributed sampler,
+    and every rank encodes all windows and reads its share. The items leave the fields out when no
+    loss term reads them (``OperatorModule.training_reads_fields``), so no data file is read while
+    training. ``batch_size`` of the encoding pass defaults to the DataModule's. The cache is
+    dropped when the fit ends.
+    """
+
+    def __init__(self, batch_size: int | None = None):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be None or >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Not on_fit_start: configure_optimizers (estimated_stepping_batches) may load the train loader before it.
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "latent_cache"):
+            raise TypeError(
+                "LatentCacheCallback needs the training data as a GridDataModule or MeshDataModule "
+                "(trainer.fit(model, datamodule=...)), not plain dataloaders"
+            )
+        if not hasattr(pl_module, "training_reads_fields"):
+            raise TypeError(
+                f"LatentCacheCallback caches stage-2 latents (OperatorModule), got {type(pl_module).__name__}"
+            )
+        fields = pl_module.training_reads_fields()
+        # The strategy moves the module to this device next anyway; encoding there is what makes the build fast.
+        pl_module.to(trainer.strategy.root_device)
+        start = time.perf_counter()
+        datamodule.latent_cache = LatentCache.build(
+            datamodule.train_set, pl_module, batch_size=self.batch_size or datamodule.hparams.batch_size, fields=fields
+        )
+        latents = datamodule.latent_cache.latents
+        log.info("latent cache: %d training windows encoded in %.1f s (%.0f MB of latents); items %s",
+                 latents.shape[0], time.perf_counter() - start, latents.numel() * latents.element_size() / 2**20,
+                 "with fields (a loss term reads them)" if fields else "without fields (no file reads)")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and getattr(trainer.datamodule, "latent_cache", None) is not None:
+            trainer.datamodule.latent_cache = None

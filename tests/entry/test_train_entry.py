@@ -74,6 +74,27 @@ def test_multirun_over_the_two_lambdas_and_sweep_summary(tmp_path):
     assert len((sweep_dir / "sweep_summary.csv").read_text().strip().splitlines()) == 5
 
 
+@pytest.mark.slow
+def test_train_py_with_the_latent_cache_trains_stage2_without_reading_fields(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_train([*tiny_overrides("burgers_upt", tmp_path / "data"), "stage2.latent_cache=true",
+                      "loss.use_inverse_losses=false", "evaluate.plots=false", "evaluate.superres=false",
+                      f"hydra.run.dir={run_dir}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert "latent cache:" in log and "without fields" in log
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["metrics"]["test/nrmse"] > 0 and results["metrics"]["test/rollout_nrmse_h3"] > 0
+
+
+def test_latent_cache_with_a_trainable_encoder_fails_before_training(tmp_path):
+    cfg = compose_train([*tiny_overrides("burgers_upt", tmp_path / "data"), "stage2.latent_cache=true",
+                         "freeze_autoencoder=false", f"+run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"stage2\.latent_cache=true needs freeze_autoencoder=true"):
+        run_experiment(cfg)
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize(
     "override, key",
     [

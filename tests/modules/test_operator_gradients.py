@@ -125,3 +125,20 @@ def test_inverse_loss_frequency_counts_batches(autoencoder_ckpt):
     make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0).fit(
         model, train_dataloaders=loader(num=8, batch_size=2))
     assert sorted(set(calls)) == [0, 2]
+
+
+def test_sampled_inverse_gradient_switch_keeps_the_loss_and_changes_only_the_gradient(autoencoder_ckpt):
+    batch = next(iter(loader()))
+    results = {}
+    for sampled in (True, False):
+        torch.manual_seed(0)
+        model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, num_queries=24,
+                               **{**ALL_OFF, "lambda_inv_dec": 1.0}, sampled_inverse_gradient=sampled)
+        with pytest.warns(UserWarning, match="self.log"):
+            loss = model.training_step(batch, 0)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.operator.parameters() if p.grad is not None])
+        results[sampled] = (loss.detach(), grads)
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-6, atol=0)
+    assert results[False][1].abs().sum() > 0
+    assert not torch.allclose(results[True][1], results[False][1], rtol=1e-3)  # an estimate vs the exact gradient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,3 +43,29 @@ def median_time(
         synchronize(device)
         times.append(time.perf_counter() - start)
     return Timing(median_s=statistics.median(times), min_s=min(times), repeats=repeats)
+
+
+def interleaved_times(
+    fns: Mapping[Hashable, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[Hashable, Timing]:
+    """:func:`median_time` of several callables, timed in rounds that call each of them once.
+
+    On a shared machine the load changes over minutes; timing one callable after the other would
+    charge a busy spell to whichever ran then, whereas rounds spread it over all of them, so their
+    ratios hold up better. Returns a Timing per key of ``fns``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    device = device or torch.device("cpu")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[Hashable, list[float]] = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[key].append(time.perf_counter() - start)
+    return {key: Timing(statistics.median(t), min(t), repeats) for key, t in times.items()}

@@ -38,6 +38,7 @@ def grid_operator_module(
     num_queries: int | None = None,
     query_strategy: str = "uniform",
     device: torch.device = torch.device("cpu"),
+    sampled_inverse_gradient: bool = True,
 ) -> OperatorModule:
     """An OperatorModule with a frozen GridEncoder/AnyPointDecoder of ``preset`` and default loss weights."""
     autoencoder = {
@@ -47,7 +48,7 @@ def grid_operator_module(
     }
     module = OperatorModule(
         autoencoder=autoencoder, autoencoder_source=UNTRAINED, operator=preset["operator"],
-        num_queries=num_queries, query_strategy=query_strategy,
+        num_queries=num_queries, query_strategy=query_strategy, sampled_inverse_gradient=sampled_inverse_gradient,
     )
     return module.to(device)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
@@ -76,6 +76,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.split = check_split(split)
         self.source: TrajectorySource | None = None
         self._stats: dict[str, torch.Tensor] | None = None
+        # A LatentCache of train_set (set by LatentCacheCallback): the training loader serves it instead.
+        self.latent_cache: Dataset | None = None
 
     def prepare_data(self) -> None:
         """Create the missing file with ``generate_dataset`` when ``generate`` names a dataset."""
@@ -184,6 +186,8 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._loaded()
+        if self.latent_cache is not None:
+            return self._loader(self.latent_cache, shuffle=True, collate_fn=self.latent_cache.collate_fn)
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -194,7 +198,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         self._loaded()
         return [self._loader(dataset, shuffle=False) for dataset in self.eval_sets["test"]]
 
-    def _loader(self, dataset: TrajectoryWindows, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         workers = self.hparams.num_workers
         # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every
         # window once (Lightning's own sampler would repeat windows).
@@ -207,7 +211,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory,
-            collate_fn=collate_mesh_windows if self.is_mesh else collate_windows,
+            collate_fn=collate_fn or (collate_mesh_windows if self.is_mesh else collate_windows),
         )
 
 

@@ -3,8 +3,10 @@
 With a frozen encoder, stage 2 encodes the same frames in every epoch. ``LatentCache.build``
 encodes every window of a :class:`TrajectoryWindows` once (batched, ``no_grad``, eval mode) and
 serves the window's items with ``"latents"`` added; ``OperatorModule.training_step`` then skips
-both encoder calls. The fields stay in the items because the inverse losses compare decoded
-predictions with them (a configured loss must run, FINDINGS item 8).
+both encoder calls. By default the fields stay in the items because the inverse losses compare
+decoded predictions with them (a configured loss must run, FINDINGS item 8). Built with
+``fields=False`` (when no loss term reads fields, ``OperatorModule.training_reads_fields()``) an item
+is only its latents and ``dt``: nothing is read from the data file while training.
 
 The latents depend on the encoder's weights and settings and on the normalisation statistics, so
 the cache stores a fingerprint of them; ``check(module)`` (also run by ``load``) compares it with
@@ -61,6 +63,18 @@ def collate_cached_mesh_windows(items: Sequence[dict]) -> dict[str, torch.Tensor
     return collate_cached_windows(items, with_mask=True)
 
 
+def collate_latents(items: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Items of a cache without fields: ``latents`` (B, K+1, T, D), ``dt`` (B,), ``traj``, ``t0`` (B,) int64."""
+    if not items:
+        raise ValueError("cannot collate an empty list of windows")
+    return {
+        "latents": torch.stack([item["latents"] for item in items]),
+        "dt": torch.stack([item["dt"] for item in items]),
+        "traj": torch.tensor([item["traj"] for item in items], dtype=torch.int64),
+        "t0": torch.tensor([item["t0"] for item in items], dtype=torch.int64),
+    }
+
+
 def _window_index(windows: TrajectoryWindows) -> torch.Tensor:
     """``(len(windows), 2)`` long: (trajectory, t0) of every window, to recognise the same windows."""
     return torch.tensor([windows.window(i) for i in range(len(windows))], dtype=torch.long).reshape(-1, 2)
@@ -71,10 +85,13 @@ class LatentCache(Dataset):
 
     Build it with :meth:`build` (or :meth:`load`); batch it with ``collate_fn``. ``latents`` is
     ``(len(windows), K+1, T, D)`` float32 on the CPU, ``fingerprint`` the
-    :func:`encoder_fingerprint` of the module that encoded them.
+    :func:`encoder_fingerprint` of the module that encoded them, ``dt`` ``(len(windows),)`` the
+    windows' raw time steps. ``fields=False`` makes items ``{"latents", "dt", "traj", "t0"}``
+    without reading the file (needs ``dt``).
     """
 
-    def __init__(self, windows: TrajectoryWindows, latents: torch.Tensor, fingerprint: str):
+    def __init__(self, windows: TrajectoryWindows, latents: torch.Tensor, fingerprint: str,
+                 dt: torch.Tensor | None = None, fields: bool = True):
         expected = (len(windows), windows.horizon + 1)
         if latents.ndim != 4 or tuple(latents.shape[:2]) != expected:
             raise ValueError(
@@ -83,15 +100,27 @@ class LatentCache(Dataset):
             )
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or Inf: the encoder or the data produced non-finite values")
+        if dt is not None and tuple(dt.shape) != (len(windows),):
+            raise ValueError(f"dt must be ({len(windows)},), one time step per window, got {tuple(dt.shape)}")
+        if not fields and dt is None:
+            raise ValueError("a latent cache without fields needs each window's dt: build it with LatentCache.build")
         self.windows = windows
         self.latents = latents
         self.fingerprint = fingerprint
-        self.collate_fn = collate_cached_mesh_windows if windows.source.grid_shape is None else collate_cached_windows
+        self.dt = dt
+        self.fields = bool(fields)
+        if not self.fields:
+            self.collate_fn = collate_latents
+        else:
+            mesh = windows.source.grid_shape is None
+            self.collate_fn = collate_cached_mesh_windows if mesh else collate_cached_windows
 
     @classmethod
     @torch.no_grad()
-    def build(cls, windows: TrajectoryWindows, module, batch_size: int = 32, num_workers: int = 0) -> LatentCache:
-        """Encode every window with ``module`` (an OperatorModule or AutoencoderModule, encoder frozen)."""
+    def build(cls, windows: TrajectoryWindows, module, batch_size: int = 32, num_workers: int = 0,
+              fields: bool = True) -> LatentCache:
+        """Encode every window with ``module`` (an OperatorModule or AutoencoderModule, encoder frozen),
+        batched on the module's device; ``fields`` as in the class."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         trainable = [name for name, p in module.encoder.named_parameters() if p.requires_grad]
@@ -101,12 +130,14 @@ class LatentCache(Dataset):
                 "the first optimiser step; a latent cache needs freeze_autoencoder=True"
             )
         mesh = windows.source.grid_shape is None
+        # Its own generator: iterating a DataLoader draws a seed, which must not shift the global RNG (a
+        # cached run then shuffles its batches like an uncached one with the same seed).
         loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                            collate_fn=functools.partial(collate_windows, with_mask=mesh))
+                            collate_fn=functools.partial(collate_windows, with_mask=mesh), generator=torch.Generator())
         device = next(module.parameters()).device
         was_training = module.training
         module.eval()
-        parts = []
+        parts, dts = [], []
         try:
             for batch in loader:
                 prepared = module.prepare_batch(
@@ -114,9 +145,10 @@ class LatentCache(Dataset):
                 )
                 frames = torch.cat([prepared.fields.unsqueeze(1), prepared.targets], dim=1)
                 parts.append(_encode_frames(module, frames, prepared.coords, prepared.meta).float().cpu())
+                dts.append(batch["dt"].float().cpu())
         finally:
             module.train(was_training)
-        return cls(windows, torch.cat(parts), encoder_fingerprint(module))
+        return cls(windows, torch.cat(parts), encoder_fingerprint(module), torch.cat(dts), fields)
 
     def check(self, module) -> None:
         """Raise ValueError unless ``module``'s encoder and statistics are those the cache was built with."""
@@ -127,11 +159,11 @@ class LatentCache(Dataset):
             )
 
     def save(self, path: str | os.PathLike) -> None:
-        torch.save({"latents": self.latents, "fingerprint": self.fingerprint,
+        torch.save({"latents": self.latents, "fingerprint": self.fingerprint, "dt": self.dt,
                     "windows": _window_index(self.windows)}, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, windows: TrajectoryWindows, module) -> LatentCache:
+    def load(cls, path: str | os.PathLike, windows: TrajectoryWindows, module, fields: bool = True) -> LatentCache:
         """Read a saved cache and check that it belongs to ``windows`` and to ``module``'s encoder."""
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if not torch.equal(saved["windows"], _window_index(windows)):
@@ -139,7 +171,7 @@ class LatentCache(Dataset):
                 f"the latent cache {path} was built for other windows (trajectories, start frames or horizon "
                 "differ): rebuild it for this dataset"
             )
-        cache = cls(windows, saved["latents"], saved["fingerprint"])
+        cache = cls(windows, saved["latents"], saved["fingerprint"], saved.get("dt"), fields)
         cache.check(module)
         return cache
 
@@ -147,6 +179,9 @@ class LatentCache(Dataset):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict:
+        if not self.fields:
+            traj, t0 = self.windows.window(index)
+            return {"latents": self.latents[index], "dt": self.dt[index], "traj": traj, "t0": t0}
         return {**self.windows[index], "latents": self.latents[index]}
 
 

@@ -12,6 +12,7 @@ from upt_lightning.losses.checks import check_non_negative_int, check_weight
 from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
 from upt_lightning.losses.inverse import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.latent import forward_loss, rollout_loss
+from upt_lightning.losses.shared_decode import inverse_losses_from_one_decode, shares_one_decode
 from upt_lightning.losses.spectral import spectral_loss
 
 DEFAULT_WEIGHTS = {
@@ -95,6 +96,7 @@ def compute_operator_loss_bundle(
     generator: torch.Generator | None = None,
     per_sample: bool = False,
     mask: torch.Tensor | None = None,
+    sampled_gradient: bool = True,
 ) -> LossBundle:
     """Compute every loss term whose effective weight is non-zero and their weighted sum.
 
@@ -118,8 +120,13 @@ def compute_operator_loss_bundle(
     ``inverse_loss_max_weight`` (0.05): the weight is 0 before the warmup *and at
     epoch == warmup_epochs* (the ramp starts from zero), then ramps linearly to the base weight,
     capped by the max weight. ``num_queries``, ``query_strategy``, ``grid_shape``, ``generator``
-    and ``per_sample`` go to both inverse losses. If every weight is 0, ``total`` is a zero
-    tensor on the device of the given tensors.
+    and ``per_sample`` go to both inverse losses, ``sampled_gradient`` to ``inverse_decoding_loss``.
+    If every weight is 0, ``total`` is a zero tensor on the device of the given tensors.
+
+    When both inverse losses run with sampling and a grid encoder (``accepts_point_subsets``
+    False) on the same points and mask, they share one decode (``shared_decode.py``): L_inv_enc
+    has the value it would have alone, L_inv_dec the value of the full-grid loss, and the decoder's
+    backward runs at the Q points L_inv_enc samples.
     """
     inputs = dict(
         input_fields=input_fields, encoded_latent=encoded_latent, decoder=decoder, input_positions=input_positions,
@@ -146,11 +153,20 @@ def compute_operator_loss_bundle(
         ),
         "L_inv_dec": lambda: inverse_decoding_loss(
             encoded_latent, decoder, encoder, query_positions, coords, meta, **sampling,
-            generator=generator, per_sample=per_sample,
+            generator=generator, per_sample=per_sample, sampled_gradient=sampled_gradient,
         ),
         "L_rollout": lambda: rollout_loss(pred_rollout, target_rollout),
         "L_spectral": lambda: spectral_loss(spectral_pred, spectral_target, grid_shape),
     }
-    components = {name: compute[name]() for name in active}
+    shared = {}
+    if {"L_inv_enc", "L_inv_dec"} <= active.keys() and shares_one_decode(
+        encoder, input_positions, query_positions, mask, meta, num_queries, sampled_gradient
+    ):
+        pair = inverse_losses_from_one_decode(
+            input_fields, encoded_latent, decoder, encoder, input_positions, coords, meta, **sampling,
+            generator=generator, per_sample=per_sample, mask=mask,
+        )
+        shared = {} if pair is None else dict(zip(("L_inv_enc", "L_inv_dec"), pair))
+    components = {name: shared[name] if name in shared else compute[name]() for name in active}
     total = sum((active[name] * value for name, value in components.items()), _zero_like_inputs(inputs))
     return LossBundle(total=total, components=components, weights=active)

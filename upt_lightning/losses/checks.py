@@ -37,3 +37,18 @@ def check_same_shape(what: str, pred: torch.Tensor, target: torch.Tensor) -> Non
             f"{what}: prediction has shape {tuple(pred.shape)} but target has {tuple(target.shape)}; "
             "they must match"
         )
+
+
+def check_latent(latent: torch.Tensor, batch: int) -> None:
+    if latent.ndim != 3 or latent.shape[0] != batch:
+        raise ValueError(f"latent must be (B, T, D) with B={batch} like the points, got {tuple(latent.shape)}")
+
+
+def check_decoding_points(query_positions: torch.Tensor, coords: torch.Tensor, latent: torch.Tensor) -> None:
+    """L_inv_dec decodes at ``query_positions`` and re-encodes at ``coords``: the same points (B, N, d)."""
+    if query_positions.shape[:2] != coords.shape[:2]:
+        raise ValueError(
+            f"query_positions {tuple(query_positions.shape)} and coords {tuple(coords.shape)} must be the "
+            "same points (B, N, d): the encoder reads the fields decoded at query_positions at coords"
+        )
+    check_latent(latent, coords.shape[0])

@@ -12,21 +12,17 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from upt_lightning.fields import cat_fields
-from upt_lightning.losses.checks import check_same_shape, check_weight
+from upt_lightning.fields import cat_fields, split_fields
+from upt_lightning.losses.checks import check_decoding_points, check_latent, check_same_shape, check_weight
 from upt_lightning.losses.latent import masked_mse
+from upt_lightning.losses.sampled_gradient import decode_sampled, draw_point_sample
 from upt_lightning.models.validation import allow_nonfinite
 from upt_lightning.query_sampling import apply_query_sampling, check_strategy
 
 log = logging.getLogger("upt_lightning.losses")
-_reported_full_grid: set[tuple[str, int]] = set()
+_reported_full_grid: set[tuple[str, int, bool]] = set()
 
 Fields = Mapping[str, torch.Tensor] | torch.Tensor
-
-
-def _check_latent(latent: torch.Tensor, batch: int) -> None:
-    if latent.ndim != 3 or latent.shape[0] != batch:
-        raise ValueError(f"latent must be (B, T, D) with B={batch} like the points, got {tuple(latent.shape)}")
 
 
 def inverse_encoding_loss(
@@ -55,7 +51,7 @@ def inverse_encoding_loss(
     weight = check_weight("weight", weight)
     check_strategy(query_strategy)
     target = cat_fields(input_fields, decoder.field_channels)
-    _check_latent(latent, target.shape[0])
+    check_latent(latent, target.shape[0])
     positions, points_mask = input_positions, mask
     if num_queries is not None:
         sampled = apply_query_sampling(
@@ -73,16 +69,17 @@ def inverse_encoding_loss(
     return weight * masked_mse(decoded, target, points_mask)
 
 
-def _report_full_grid(encoder: nn.Module, num_queries: int) -> None:
-    key = (type(encoder).__name__, num_queries)
+def _report_full_grid(encoder: nn.Module, num_queries: int, sampled_gradient: bool) -> None:
+    key = (type(encoder).__name__, num_queries, sampled_gradient)
     if key not in _reported_full_grid:
         _reported_full_grid.add(key)
-        log.info(
-            "inverse_decoding_loss ignores num_queries=%d: %s re-encodes only the full grid "
-            "(accepts_point_subsets is False)",
-            num_queries,
-            key[0],
-        )
+        if sampled_gradient:
+            how = ("decodes it without gradients and backpropagates through num_queries=%d sampled points "
+                   "(gradient scaled by N/Q: same loss value, unbiased gradient)")
+        else:
+            how = "decodes it with gradients at every point (sampled_gradient=False; num_queries=%d unused)"
+        log.info("inverse_decoding_loss: %s re-encodes only the full grid (accepts_point_subsets is False), so it "
+                 + how, key[0], num_queries)
 
 
 def _sample_for_encoder(encoder, query_positions, coords, meta, num_queries, strategy, grid_shape, generator, per_sample):
@@ -123,6 +120,7 @@ def inverse_decoding_loss(
     *,
     generator: torch.Generator | None = None,
     per_sample: bool = False,
+    sampled_gradient: bool = True,
 ) -> torch.Tensor:
     """``weight * MSE(encoder(decoder(query_positions, latent), coords, meta), latent.detach())``.
 
@@ -131,21 +129,23 @@ def inverse_decoding_loss(
     encoder (``"grid_shape"``, ``"mask"`` ``(B, N)``). The target is detached, so the gradient
     reaches ``latent`` only through the decode-re-encode path.
 
-    ``num_queries`` applies only to encoders with ``accepts_point_subsets`` True (MeshEncoder):
-    a sample of the points (``query_strategy``, ``grid_shape``, ``generator``, ``per_sample``;
-    padding in ``meta["mask"]`` never sampled) is decoded and re-encoded, with the mask cut down
-    to the sample. Fewer sampled points than ``encoder.num_supernodes`` raise ValueError. A grid
-    encoder needs the full grid, so there ``num_queries`` is ignored (logged once at INFO).
-    Returns a scalar.
+    ``num_queries`` (``query_strategy``, ``grid_shape``, ``generator``, ``per_sample``; padding in
+    ``meta["mask"]`` is never sampled) works in one of two ways:
+
+    * encoders with ``accepts_point_subsets`` True (MeshEncoder): a sample of the points is
+      decoded and re-encoded, with the mask cut down to the sample. Fewer sampled points than
+      ``encoder.num_supernodes`` raise ValueError.
+    * other encoders (GridEncoder, which needs the full grid): the full grid is decoded without
+      gradients and re-encoded, and the decoder's backward runs only at the sampled points, their
+      gradient scaled by N/Q (see ``losses/sampled_gradient.py``): the value is that of the dense
+      loss, the gradient an unbiased estimate of it, at the decoder cost of Q points.
+      ``sampled_gradient=False`` backpropagates through every point instead (logged once at INFO).
+
+    ``num_queries=None`` decodes and re-encodes every point with exact gradients. Returns a scalar.
     """
     weight = check_weight("weight", weight)
     check_strategy(query_strategy)
-    if query_positions.shape[:2] != coords.shape[:2]:
-        raise ValueError(
-            f"query_positions {tuple(query_positions.shape)} and coords {tuple(coords.shape)} must be the "
-            "same points (B, N, d): the encoder reads the fields decoded at query_positions at coords"
-        )
-    _check_latent(latent, coords.shape[0])
+    check_decoding_points(query_positions, coords, latent)
     meta = dict(meta or {})
     if num_queries is not None:
         if getattr(encoder, "accepts_point_subsets", False):
@@ -153,11 +153,23 @@ def inverse_decoding_loss(
                 encoder, query_positions, coords, meta, num_queries, query_strategy, grid_shape, generator, per_sample
             )
         else:
-            _report_full_grid(encoder, num_queries)
+            _report_full_grid(encoder, num_queries, sampled_gradient)
+            sample = draw_point_sample(coords, num_queries, query_strategy, grid_shape, generator=generator,
+                                       per_sample=per_sample, mask=meta.get("mask")) if sampled_gradient else None
+            if sample is not None:
+                decoded = decode_sampled(decoder, query_positions, latent, sample)[0]
+                return weight * reencoding_mse(encoder, split_fields(decoded, decoder.field_channels), coords, meta,
+                                               latent)
+    return weight * reencoding_mse(encoder, decoder(query_positions, latent), coords, meta, latent)
+
+
+def reencoding_mse(encoder: nn.Module, decoded: Fields, coords: torch.Tensor, meta: Mapping,
+                   latent: torch.Tensor) -> torch.Tensor:
+    """``MSE(encoder(decoded, coords, meta), latent.detach())``: the unweighted L_inv_dec; scalar."""
     # Decoded fields are model outputs: NaN there is a diverged model, left to the training step's
     # nan_policy, not bad input data for the encoder's input check.
     with allow_nonfinite("fields"):
-        reencoded = encoder(decoder(query_positions, latent), coords, meta)
+        reencoded = encoder(decoded, coords, meta)
     target = latent.detach()
     check_same_shape("inverse_decoding_loss (re-encoded vs latent)", reencoded, target)
-    return weight * torch.mean((reencoded - target) ** 2)
+    return torch.mean((reencoded - target) ** 2)

@@ -43,6 +43,9 @@ class OperatorModule(UPTModuleBase):
             weights come from the :class:`InverseLossCurriculum` callback when attached, else stay at base.
         inverse_loss_frequency: inverse losses run on every N-th *batch* (batch_idx % N == 0), as in the seed.
         inverse_loss_warmup_epochs, inverse_loss_max_weight: read by the curriculum callback.
+        sampled_inverse_gradient: with ``num_queries`` and a grid encoder, L_inv_dec backpropagates
+            through the sampled points only (same loss value, unbiased gradient, a fraction of the
+            decoder's cost; see ``inverse_decoding_loss``); False backpropagates through every point.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
         num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
     """
@@ -63,6 +66,7 @@ class OperatorModule(UPTModuleBase):
         inverse_loss_frequency: int = 1,
         inverse_loss_warmup_epochs: int = 5,
         inverse_loss_max_weight: float = 0.05,
+        sampled_inverse_gradient: bool = True,
         num_queries: int | None = None,
         query_strategy: str = "uniform",
         per_sample_queries: bool = True,
@@ -153,35 +157,46 @@ class OperatorModule(UPTModuleBase):
         return latents.unflatten(0, (batch, steps))
 
     # --------------------------------------------------------------- training
+    def training_reads_fields(self) -> bool:
+        """Whether a training step may read the batch's fields: False when every configured loss term
+        works in latent space (a latent cache then needs to serve no fields at all)."""
+        hp = self.hparams
+        inverse = bool(hp.use_inverse_losses) and (hp.lambda_inv_enc > 0 or hp.lambda_inv_dec > 0)
+        return inverse or hp.lambda_spectral > 0 or not hp.freeze_autoencoder
+
     def training_step(self, batch, batch_idx):
         hp = self.hparams
-        b = self.prepare_batch(batch)
-        horizon = b.targets.shape[1]
         frozen = bool(hp.freeze_autoencoder)
+        cached = batch.get("latents")
+        if cached is not None and not frozen:
+            raise ValueError("batch['latents'] from a latent cache needs freeze_autoencoder=True")
+        # A latent cache built without fields (see training_reads_fields) serves latents and dt only.
+        b = self.prepare_batch(batch) if "fields" in batch else None
+        if b is None and cached is None:
+            raise ValueError("the batch has neither 'fields' nor cached 'latents' (DataModule or LatentCache batches)")
+        horizon = cached.shape[1] - 1 if b is None else b.targets.shape[1]
+        size = cached.shape[0] if b is None else b.fields.shape[0]
+        dt = b.dt if b is not None else self.normalizer.normalize_dt(batch["dt"]).reshape(-1).expand(size)
         if hp.lambda_rollout > 0 and horizon < 2:
             raise ValueError(
                 "loss.lambda_rollout > 0 needs rollout windows in training: set data.train_horizon >= 2"
             )
         used_targets = horizon if hp.lambda_rollout > 0 else 1
-        cached = batch.get("latents")
         if cached is not None:
-            # A latent cache (frozen encoder only) replaces both encoder calls; the fields stay in the
-            # batch because the inverse losses compare decoded predictions with them.
-            if not frozen:
-                raise ValueError("batch['latents'] from a latent cache needs freeze_autoencoder=True")
+            # A latent cache (frozen encoder only) replaces both encoder calls.
             z_t, z_targets = cached[:, 0], cached[:, 1 : 1 + used_targets]
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
                 z_t = self.encode(b.fields, b.coords, b.meta)
             with torch.no_grad():
                 z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
-        z_pred = self.step(z_t, b.dt)
+        z_pred = self.step(z_t, dt)
 
         pred_rollout = target_rollout = None
         if hp.lambda_rollout > 0:
             latents = [z_pred]
             for _ in range(1, horizon):
-                latents.append(self.step(latents[-1], b.dt))
+                latents.append(self.step(latents[-1], dt))
             pred_rollout, target_rollout = torch.stack(latents, dim=1), z_targets
 
         inverse_now = bool(hp.use_inverse_losses) and batch_idx % int(hp.inverse_loss_frequency) == 0
@@ -192,17 +207,12 @@ class OperatorModule(UPTModuleBase):
             "lambda_rollout": hp.lambda_rollout,
             "lambda_spectral": hp.lambda_spectral,
         }
-        next_fields = b.targets[:, 0]
-        spectral_pred = self.decode(z_pred, b.coords) if hp.lambda_spectral > 0 else None
         bundle = compute_operator_loss_bundle(
-            input_fields=split_fields(next_fields, self.field_spec), encoded_latent=z_pred, decoder=self.decoder,
-            input_positions=b.coords, encoder=self.encoder, query_positions=b.coords, coords=b.coords,
-            meta=b.meta, pred_next=z_pred, target_next=z_targets[:, 0], pred_rollout=pred_rollout,
-            target_rollout=target_rollout, spectral_pred=spectral_pred,
-            spectral_target=next_fields if spectral_pred is not None else None, weights=weights,
-            current_epoch=None, num_queries=hp.num_queries, query_strategy=hp.query_strategy,
-            grid_shape=self.grid_shape, generator=self.query_generator(), per_sample=hp.per_sample_queries,
-            mask=b.mask,
+            encoded_latent=z_pred, pred_next=z_pred, target_next=z_targets[:, 0], pred_rollout=pred_rollout,
+            target_rollout=target_rollout, weights=weights, current_epoch=None, num_queries=hp.num_queries,
+            query_strategy=hp.query_strategy, grid_shape=self.grid_shape, generator=self.query_generator(),
+            per_sample=hp.per_sample_queries, sampled_gradient=bool(hp.sampled_inverse_gradient),
+            **self._field_loss_inputs(b, z_pred, weights),
         )
         loss = bundle.total
         logs = {f"train/{name}": value for name, value in bundle.components.items()}
@@ -218,7 +228,6 @@ class OperatorModule(UPTModuleBase):
         if not self.loss_is_usable(loss, components, batch, batch_idx):
             return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
         logs["train/loss"] = loss
-        size = b.fields.shape[0]
         self.log_dict(logs, batch_size=size)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
         self.log_dict(
@@ -227,6 +236,24 @@ class OperatorModule(UPTModuleBase):
             on_step=False, on_epoch=True, batch_size=size, sync_dist=True,  # equal on all ranks; quiets DDP's advice
         )
         return loss
+
+    def _field_loss_inputs(self, b, z_pred: torch.Tensor, weights: Mapping[str, float]) -> dict:
+        """The loss bundle's physical-space inputs (next frame, points, models); none for a batch without fields."""
+        if b is None:
+            needing = [key for key in ("lambda_inv_enc", "lambda_inv_dec", "lambda_spectral") if weights[key] > 0]
+            if needing:
+                raise ValueError(
+                    f"the batch holds cached latents without fields, but {needing} > 0 compare fields: build the "
+                    "latent cache with fields=True (the stage-2 pipeline does when training_reads_fields())"
+                )
+            return {}
+        next_fields = b.targets[:, 0]
+        spectral_pred = self.decode(z_pred, b.coords) if self.hparams.lambda_spectral > 0 else None
+        return dict(
+            input_fields=split_fields(next_fields, self.field_spec), decoder=self.decoder, input_positions=b.coords,
+            encoder=self.encoder, query_positions=b.coords, coords=b.coords, meta=b.meta, mask=b.mask,
+            spectral_pred=spectral_pred, spectral_target=next_fields if spectral_pred is not None else None,
+        )
 
     # ------------------------------------------------------------- evaluation
     def _rollout_eval(self, stage: str, horizon: int) -> RolloutEvaluation:

@@ -69,6 +69,14 @@ def check_config(cfg: DictConfig) -> None:
         _positive_int(cfg, f"{stage}.max_epochs", cfg[stage].max_epochs)
         if not cfg[stage].lr > 0:
             raise ConfigError(f"{stage}.lr={cfg[stage].lr} must be positive")
+    latent_cache = cfg.stage2.get("latent_cache", False)
+    if not isinstance(latent_cache, bool):
+        raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")
+    if latent_cache and not cfg.freeze_autoencoder:
+        raise ConfigError(
+            "stage2.latent_cache=true needs freeze_autoencoder=true: with a trainable encoder the cached latents "
+            "go stale after the first optimiser step; set stage2.latent_cache=false or freeze_autoencoder=true"
+        )
     _positive_int(cfg, "data.batch_size", cfg.data.batch_size)
     split = list(cfg.data.get("split") or [])
     if len(split) != 3 or min(split) <= 0 or not math.isclose(sum(split), 1.0, abs_tol=1e-6):

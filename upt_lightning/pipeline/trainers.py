@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.callbacks import LatentCacheCallback
 from upt_lightning.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.faults import fault_hooks
 from upt_lightning.rng_state import RNGStateCheckpoint
@@ -50,7 +51,7 @@ def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
 
 
 def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
-    callbacks = []
+    callbacks: list[pl.Callback] = [LatentCacheCallback()] if cfg.stage2.get("latent_cache") else []
     for name, spec in (cfg.callbacks or {}).items():
         if spec is None:
             continue
