@@ -75,21 +75,34 @@ def run_experiment(cfg: DictConfig) -> dict:
     check_resume(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    phases: dict[str, float] = {}  # wall seconds per phase, for results.json and the README's figures
+    mark = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.time()
+        phases[name] = round(now - mark, 1)
+        mark = now
+
     datamodule = build_datamodule(cfg)
     check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
     validate_data_once(cfg, datamodule)
     check_autoencoder_ckpt(cfg, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
+    lap("data_and_checks")
     log.info("run dir %s; the same command continues it after an interruption if it names "
              "hydra.run.dir=%s", run_dir, run_dir)
     autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
+    lap("stage1")
     trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
+    lap("stage2")
 
     metrics: dict = {}
     if cfg.evaluate.test:
         metrics.update(test_metrics(trainer, model, datamodule))
         metrics.update(superres_metrics(cfg, model, datamodule))
+        lap("test")
     results = {
         "overrides": overrides_of(),
         "metrics": metrics,
@@ -98,11 +111,14 @@ def run_experiment(cfg: DictConfig) -> dict:
         "autoencoder_ckpt": str(autoencoder_ckpt),
         "operator_ckpt": str(best) if best else None,
         "wall_time_s": round(time.time() - start, 1),
+        "phase_times_s": phases,
         "device": str(model.device),
     }
     if trainer.is_global_zero:
         if cfg.evaluate.test and cfg.evaluate.plots:
             results["plots"] = [str(p) for p in make_plots(cfg, model, datamodule, metrics, run_dir)]
+            lap("plots")
+            results["wall_time_s"] = round(time.time() - start, 1)
         write_results(run_dir, results)
         print_summary(metrics, f"{run_dir} ({results['wall_time_s']:.0f} s)")
     return results
