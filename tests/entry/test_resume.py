@@ -82,7 +82,10 @@ def test_sigkilled_runs_resume_with_the_same_command_and_match_an_uninterrupted_
     assert finished.returncode == 0, finished.stderr[-3000:]
     log = (run / "train.log").read_text()
     assert "skipping a checkpoint that cannot be resumed from" in log
-    assert re.search(r"stage2: resuming from \S+best-epoch001\.ckpt \(epoch 1, step 6 done\)", log)
+    # The furthest readable checkpoint: best-epoch001 when epoch 1 improved the validation metric, else
+    # the complete epoch-0 one (which one depends on the training, not on the resume logic).
+    resumed = re.search(r"stage2: resuming from \S+\.ckpt \(epoch (\d), step (\d+) done\)", log)
+    assert resumed and (resumed.group(1), resumed.group(2)) in {("1", "6"), ("0", "3")}, log[-2000:]
     assert (run / "stage2/checkpoints/last.ckpt.unreadable").is_file()
     assert not list((run / "stage2/checkpoints").glob(".*.tmp"))
 
