@@ -1,10 +1,13 @@
 """Random-number-generator state in checkpoints, so that a resumed run draws what the interrupted one would have.
 
 Lightning checkpoints hold weights, optimiser, scheduler, loop and callback states, but not the
-global RNGs. Those decide each epoch's shuffling (the DataLoader's sampler seeds itself from
-``torch``'s global generator) and the DataLoader workers' seeds, so without them a resumed run
-sees its batches in another order than an uninterrupted one. The states are stored as tensors and
-plain types, so checkpoints still load with ``weights_only=True``.
+global RNGs. Those decide each epoch's shuffling (the training DataLoader's sampler seeds itself
+from ``torch``'s global generator when an epoch's iteration starts), so without them a resumed run
+sees its batches in another order than an uninterrupted one. That needs the loaders to draw from
+the global generator equally often in both runs: the DataModules' loaders draw only the shuffle
+seed from it, the workers' base seed from their own generator (data/datamodules.py), because
+persistent workers skip that draw from the second epoch on while a resumed run starts new ones.
+The states are stored as tensors and plain types, so checkpoints still load with ``weights_only=True``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from upt_lightning.data.datamodules import GridDataModule, MeshDataModule
+from upt_lightning.rng_state import collect_rng_states, set_rng_states
 
 
 def write_1d(path, trajectories=10, steps=6, points=5, seed=0):
@@ -170,6 +171,43 @@ def test_two_workers_return_the_same_batches_as_the_main_process(tmp_path, cls, 
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def _window_order(loader):
+    return [pair for batch in loader for pair in zip(batch["traj"].tolist(), batch["t0"].tolist())]
+
+
+def _validate(dm):
+    for loader in dm.val_dataloader():
+        list(loader)
+
+
+@pytest.mark.parametrize("workers, resumed_workers", [(0, 0), (2, 2), (2, 0), (0, 2)])
+def test_train_order_after_restoring_the_rng_states_is_that_of_the_uninterrupted_run(tmp_path, workers,
+                                                                                     resumed_workers):
+    """What a resumed run relies on (rng_state.py): with the global RNG states of the checkpoint written
+    after an epoch's validation restored, new loaders shuffle the next epochs as the uninterrupted
+    loaders do, also when those keep persistent workers from epoch to epoch, and when num_workers
+    changes between the two starts (which resume allows)."""
+    write_1d(tmp_path / "a.h5")
+    torch.manual_seed(0)
+    dm = make(tmp_path / "a.h5", batch_size=2, num_workers=workers)
+    train = dm.train_dataloader()
+    _window_order(train)
+    _validate(dm)
+    checkpoint = collect_rng_states()
+    expected = [_window_order(train)]
+    _validate(dm)
+    expected.append(_window_order(train))
+
+    set_rng_states(checkpoint)
+    resumed = make(tmp_path / "a.h5", batch_size=2, num_workers=resumed_workers)
+    train = resumed.train_dataloader()
+    got = [_window_order(train)]
+    _validate(resumed)
+    got.append(_window_order(train))
+    assert got == expected
+    assert expected[0] != expected[1]  # the epochs are shuffled differently
 
 
 def test_mesh_module_pads_batches_and_masks_real_points(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
@@ -200,19 +200,40 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         workers = self.hparams.num_workers
-        # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every
-        # window once (Lightning's own sampler would repeat windows).
-        dataset, sampler = (dataset, None) if shuffle else even_eval_shards(dataset)
+        if shuffle:
+            # The shuffle is the loader's only draw from torch's global generator: one seed when each
+            # epoch's iteration starts (RandomSampler without a generator). The workers' base seed
+            # comes from the loader's own generator instead (below), so a loader whose persistent
+            # workers live on from epoch to epoch draws as much as one started afresh by a resumed
+            # run (with the global RNG state restored, see rng_state.py), whatever num_workers.
+            sampler = RandomSampler(dataset)
+        else:
+            # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every
+            # window once (Lightning's own sampler would repeat windows).
+            dataset, sampler = even_eval_shards(dataset)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory,
             collate_fn=collate_fn or (collate_mesh_windows if self.is_mesh else collate_windows),
+            generator=worker_seed_generator(),
         )
+
+
+def worker_seed_generator() -> torch.Generator:
+    """The generator a DataLoader draws its workers' base seed from (once per iterator it starts).
+
+    Without one the base seed is drawn from torch's global generator, but only when an iterator
+    starts, not when persistent workers are reused for the next epoch: an uninterrupted run and
+    one resumed from a checkpoint would then consume the global stream differently and shuffle
+    later epochs differently. Seeded from ``PL_GLOBAL_SEED`` (``seed_everything``), like
+    Lightning's DistributedSampler. The datasets draw no random numbers, so the batches do not
+    depend on the workers' seeds.
+    """
+    return torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
 
 
 class GridDataModule(TrajectoryDataModule):
