@@ -10,10 +10,11 @@ holds either the old complete file or the new complete one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +40,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview,
-                       midway: Callable[[Path], None] | None = None) -> None:
-    """Write ``data`` to ``path`` atomically; ``midway`` is called after half the bytes (fault tests)."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield the temporary file to fill for ``path``; on success it replaces ``path`` atomically and
+    the rename is made durable, on any error (or kill of the block) it is removed and ``path`` untouched.
+    The block must flush and fsync what it wrote."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
     try:
-        with open(temp, "wb") as file:
-            half = len(data) // 2
-            file.write(data[:half])
-            if midway is not None:
-                file.flush()
-                midway(path)
-            file.write(data[half:])
-            file.flush()
-            os.fsync(file.fileno())
+        yield temp
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -62,20 +56,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview,
     _fsync_dir(path.parent)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview,
+                       midway: Callable[[Path], None] | None = None) -> None:
+    """Write ``data`` to ``path`` atomically; ``midway`` is called after half the bytes (fault tests)."""
+    path = Path(path)
+    with _replacing(path) as temp, open(temp, "wb") as file:
+        half = len(data) // 2
+        file.write(data[:half])
+        if midway is not None:
+            file.flush()
+            midway(path)
+        file.write(data[half:])
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Copy ``source`` to ``target`` so that ``target`` never exists half-written."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(target)
-    try:
+    with _replacing(Path(target)) as temp:
         shutil.copyfile(source, temp)
         with open(temp, "rb+") as file:
             os.fsync(file.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
