@@ -16,6 +16,7 @@ from upt_lightning.modules.builders import build_decoder, build_encoder
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
 from upt_lightning.modules.seeding import mix_seed
+from upt_lightning.process_group import destroy_process_group_at_exit
 
 log = logging.getLogger("upt_lightning.modules")
 
@@ -95,6 +96,7 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # a gloo group alive at interpreter exit can abort the worker
         if stage == "fit" and self._trainer is not None:
             check_policy_supported(self.nan_policy, self.trainer.world_size)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
