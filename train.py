@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from upt_lightning.errors import is_user_error
+from upt_lightning.errors import user_error_message
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -21,9 +21,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         results = run_experiment(cfg)
     except Exception as error:
-        if not is_user_error(error):
+        message = user_error_message(error)  # also a user error raised in a ddp_spawn worker
+        if message is None:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     return results.get("objective")
 

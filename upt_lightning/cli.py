@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_args = None if argv is None and args else (args or ["--help"])
 
     from upt_lightning.data.datamodules import TrajectoryDataModule
-    from upt_lightning.errors import is_user_error
+    from upt_lightning.errors import user_error_message
     from upt_lightning.modules.base import UPTModuleBase
 
     try:
@@ -199,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             args=cli_args,
         )
     except Exception as error:
-        if not is_user_error(error):
+        message = user_error_message(error)  # also a user error raised in a ddp_spawn worker
+        if message is None:
             raise
-        print(f"upt: error: {error}", file=sys.stderr)
+        print(f"upt: error: {message}", file=sys.stderr)
         return 2
     return 0
 

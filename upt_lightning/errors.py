@@ -16,8 +16,60 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, of another kind, or not matching the config/data."""
 
 
-def is_user_error(error: BaseException) -> bool:
-    """True for mistakes in configs, data files or checkpoints that a message explains fully."""
+def _user_error_types() -> tuple[type[BaseException], ...]:
     from upt_lightning.data.validation import DataError
 
-    return isinstance(error, (ConfigError, CheckpointError, DataError, FileNotFoundError, NonFiniteLossError))
+    return ConfigError, CheckpointError, DataError, FileNotFoundError, NonFiniteLossError
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True for mistakes in configs, data files or checkpoints that a message explains fully."""
+    return isinstance(error, _user_error_types())
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The message to print for a user error, None for anything else (a bug: keep its traceback).
+
+    Under ``ddp_spawn`` an error raised in a worker reaches the launching process as torch's
+    ``ProcessRaisedException``, which holds only the worker's formatted traceback. The message
+    of a user error is recovered from that text, so it is reported the same way as on one process.
+    """
+    if is_user_error(error):
+        return str(error)
+    from torch.multiprocessing import ProcessRaisedException
+
+    if isinstance(error, ProcessRaisedException):
+        return _worker_user_error(str(error))
+    return None
+
+
+def _worker_user_error(trace: str) -> str | None:
+    """The message of the last exception in a formatted traceback, when that exception is a user error.
+
+    ``traceback.format_exc`` ends with the last exception of a chain: a "Traceback (most recent call
+    last):" line, indented frame lines, then ``<module>.<Class>: <message>`` (the message may run over
+    several lines, and builtins have no module).
+    """
+    lines = trace.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if not starts:
+        return None
+    body = lines[starts[-1] + 1:]
+    first = next((i for i, line in enumerate(body) if line and not line[0].isspace()), None)
+    if first is None:
+        return None
+    name, sep, message = body[first].partition(": ")
+    if not sep or _exception_class(name) is None:
+        return None
+    return "\n".join([message, *body[first + 1:]]).rstrip()
+
+
+def _exception_class(name: str) -> type[BaseException] | None:
+    """The user error class a traceback names (``upt_lightning.errors.ConfigError``), else None."""
+    module, _, qualname = name.rpartition(".")
+    for cls in _user_error_types():
+        if module in ("", "builtins") and qualname == cls.__name__:
+            return cls
+        if module.startswith("upt_lightning") and module == cls.__module__ and qualname == cls.__qualname__:
+            return cls
+    return None

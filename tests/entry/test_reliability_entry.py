@@ -47,6 +47,18 @@ def test_diverging_stage2_stops_with_a_message_and_keeps_stage1(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_user_error_in_a_ddp_spawn_worker_is_printed_without_traceback(tmp_path):
+    """The worker's NonFiniteLossError reaches train.py as torch's ProcessRaisedException: same message."""
+    done = run_train([*tiny_overrides("burgers_upt", tmp_path / "data"), "trainer=ddp_cpu", "stage1.lr=1e30",
+                      "evaluate.plots=false", "evaluate.superres=false", "callbacks.progress=null",
+                      f"hydra.run.dir={tmp_path / 'run'}"], timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stderr  # it failed inside the spawned workers
+    assert "error: non-finite training loss at global step 1" in done.stderr
+    assert "Traceback" not in done.stderr and "ProcessRaisedException" not in done.stderr
+
+
+@pytest.mark.slow
 def test_ddp_cpu_run_trains_and_syncs_its_test_metrics(tmp_path):
     """`trainer=ddp_cpu`: both stages and the test run on 2 processes; the synced test metrics equal a
     one-process evaluation of the same checkpoint on the same (whole) test set."""
