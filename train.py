@@ -11,11 +11,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from upt_lightning.console import lightning_logs_through_root, quiet_lightning
 from upt_lightning.errors import user_error_message
+
+quiet_lightning()  # at import: spawned DDP workers import this file too
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    lightning_logs_through_root()  # Hydra's handlers print each Lightning record, once
     from upt_lightning.pipeline import run_experiment
 
     try:

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from upt_lightning import __version__
+from upt_lightning.console import quiet_lightning
+
+quiet_lightning()  # at import: the `upt` script's spawned DDP workers import this module too
 
 # model constructor argument -> datamodule attribute it is read from
 DATA_LINKS = {"field_channels": "field_spec", "coord_dim": "coord_dim", "grid_shape": "grid_shape"}

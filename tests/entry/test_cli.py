@@ -93,6 +93,7 @@ def run_upt(workdir: Path, *args: str) -> str:
     result = subprocess.run([upt_script(), *args], cwd=workdir, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, f"upt {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    assert "Tip:" not in result.stdout + result.stderr  # Lightning's advertisements are dropped (console.py)
     return result.stdout
 
 

@@ -40,6 +40,9 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     for key in ("test/nrmse", "test/persistence_nrmse", "test/rollout_nrmse_h3", "superres/rollout_nrmse_h3"):
         assert results["metrics"][key] > 0, key
     assert "persistence" in done.stdout and "rollout nRMSE" in done.stdout  # the summary table
+    # Lightning's lines come once, through Hydra's handlers (console and train.log), without its advertisements.
+    assert "GPU available" in done.stdout and "GPU available" in (run_dir / "train.log").read_text()
+    assert "GPU available" not in done.stderr and "Tip:" not in done.stdout + done.stderr
     phases = results["phase_times_s"]
     assert set(phases) == {"data_and_checks", "stage1", "stage2", "test", "plots"}
     assert 0 < sum(phases.values()) <= results["wall_time_s"] + 0.5
