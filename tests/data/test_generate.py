@@ -182,6 +182,37 @@ def test_same_seed_gives_the_same_mesh_points(tmp_path):
     assert not any(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(coords[0], coords[2]))
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("burgers2d", {**SMALL_2D, "output_resolution": 32}), ("burgers1d", {"resolution": 64, "num_steps": 5})],
+)
+def test_some_trajectories_are_written_with_their_values_in_the_whole_set(tmp_path, name, options):
+    whole = generate_dataset(name, tmp_path / "whole.h5", num=5, seed=3, progress=False, batch_size=2, **options)
+    part = generate_dataset(name, tmp_path / "part.h5", num=5, seed=3, progress=False, batch_size=2,
+                            trajectories=[4, 1], **options)
+    read = read_2d if name == "burgers2d" else (lambda path: h5py.File(path, "r")["tensor"][()])
+    # Sorted ids. Solved in other batches ([1, 4] together), which may differ by rounding only.
+    np.testing.assert_allclose(read(part), read(whole)[[1, 4]], rtol=0, atol=1e-7)
+    with h5py.File(part, "r") as f:
+        assert list(f.attrs["trajectory_ids"]) == [1, 4] and f.attrs["num_in_set"] == 5
+    with h5py.File(whole, "r") as f:
+        assert "trajectory_ids" not in f.attrs
+
+
+@pytest.mark.parametrize(
+    "name, trajectories, message",
+    [
+        ("burgers2d", [0, 5], r"trajectories must be ids in \[0, 5\)"),
+        ("burgers2d", [], r"trajectories must be ids in \[0, 5\)"),
+        ("burgers2d_mesh", [0], "burgers2d_mesh cannot be written for some trajectories only"),
+    ],
+)
+def test_bad_trajectory_subsets_raise_before_any_work(tmp_path, name, trajectories, message):
+    with pytest.raises(ValueError, match=message):
+        generate_dataset(name, tmp_path / "x.h5", num=5, progress=False, trajectories=trajectories, **SMALL_2D)
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_burgers1d_file_has_pdebench_layout(tmp_path):
     path = generate_dataset("burgers1d", tmp_path / "b.h5", num=3, progress=False, resolution=64, num_steps=5)
     with h5py.File(path, "r") as f:

@@ -198,6 +198,11 @@ class TrajectoryDataModule(L.LightningDataModule):
         self._loaded()
         return [self._loader(dataset, shuffle=False) for dataset in self.eval_sets["test"]]
 
+    def eval_loader(self, dataset: Dataset) -> DataLoader:
+        """A loader over another evaluation set of windows (a finer copy of the test split, say), made
+        like the test loaders: in order, the same batches, and the same shards under DDP."""
+        return self._loader(dataset, shuffle=False)
+
     def _loader(self, dataset: Dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         workers = self.hparams.num_workers
         if shuffle:

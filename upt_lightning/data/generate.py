@@ -16,13 +16,11 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,13 +30,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from upt_lightning.data.solvers.spectral import cell_centres, dealias_cutoff
-from upt_lightning.data.solvers.trajectories import (
-    burgers1d_trajectories,
-    burgers2d_grid_trajectories,
-    burgers2d_mesh_trajectories,
-)
-from upt_lightning.data.writers import MeshWriter, PDEBench1DWriter, PDEBench2DWriter
+from upt_lightning.data.recipes import DATASETS, NOT_IN_FILENAME, Advance, DatasetRecipe
+from upt_lightning.data.solvers.spectral import dealias_cutoff
 
 OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
     "resolution": (int, "solver grid points per axis"),
@@ -53,93 +46,6 @@ OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
     "max_points": (int, "most mesh points per trajectory"),
     "cfl": (float, "Courant number of the internal time step"),
     "batch_size": (int, "trajectories solved together (memory vs speed)"),
-})
-# Options that change nothing in the file, hence not in its name.
-NOT_IN_FILENAME = ("batch_size",)
-FIELD_NAMES_2D = ("u", "v")
-
-Advance = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class DatasetRecipe:
-    """A built-in data set: defaults of its options and the function that writes it."""
-
-    description: str
-    equation: str
-    default_num: int
-    defaults: Mapping[str, int | float | None]
-    write: Callable[[Path, int, int, dict, Advance], None]
-    grid_option: str | None  # option whose value names the written grid in the file name
-
-
-def _attrs(name: str, seed: int, options: dict) -> dict:
-    """Root attributes: the data set, its equation, the seed and every option by its name, so
-    the file can be regenerated."""
-    kept = {k: v for k, v in options.items() if k not in NOT_IN_FILENAME}
-    return {"dataset": name, "equation": DATASETS[name].equation, "generator": "upt_lightning.data.generate",
-            "seed": seed, **kept}
-
-
-def _times(o: dict) -> torch.Tensor:
-    return o["dt_out"] * torch.arange(o["num_steps"], dtype=torch.float64)
-
-
-def _write_burgers1d(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
-    attrs = {k: v for k, v in _attrs("burgers1d", seed, o).items() if k != "nu"}  # stored as "Nu"
-    x = cell_centres(o["resolution"])
-    with PDEBench1DWriter(path, num=num, x=x, t=_times(o), nu=o["nu"], attrs=attrs) as writer:
-        for u in burgers1d_trajectories(num, seed, **o):
-            writer.append(u[None])
-            advance(1)
-
-
-def _write_burgers2d(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
-    x = cell_centres(o["output_resolution"])
-    attrs = _attrs("burgers2d", seed, o)
-    with PDEBench2DWriter(path, num=num, x=x, y=x, t=_times(o), field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
-        for fields in burgers2d_grid_trajectories(num, seed, **o):
-            writer.append(fields[None])
-            advance(1)
-
-
-def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Advance) -> None:
-    attrs, t = _attrs("burgers2d_mesh", seed, o), _times(o)
-    with MeshWriter(path, num=num, field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
-        for coords, fields in burgers2d_mesh_trajectories(num, seed, **o):
-            writer.append(coords, fields, t)
-            advance(1)
-
-
-_GRID_2D = {"resolution": 64, "num_steps": 21, "dt_out": 0.05, "nu": 0.015, "amplitude": 0.5, "max_wavenumber": 3}
-_EQUATION_2D = "u_t + u u_x + v u_y = nu (u_xx + u_yy), v_t + u v_x + v v_y = nu (v_xx + v_yy), periodic [0, 1)^2"
-DATASETS: Mapping[str, DatasetRecipe] = MappingProxyType({
-    "burgers1d": DatasetRecipe(
-        description="PDEBench's 1D viscous Burgers set-up and layout",
-        equation="u_t + (u^2/2)_x = (nu/pi) u_xx, periodic (0, 1)",
-        default_num=256,
-        defaults=MappingProxyType({"resolution": 1024, "num_steps": 201, "dt_out": 0.01, "nu": 0.01,
-                                   "num_modes": 2, "max_wavenumber": 4, "cfl": 0.5, "batch_size": 64}),
-        write=_write_burgers1d,
-        grid_option="resolution",
-    ),
-    "burgers2d": DatasetRecipe(
-        description="2D viscous Burgers (u, v) on a grid, PDEBench per-sample groups",
-        equation=_EQUATION_2D,
-        default_num=256,
-        defaults=MappingProxyType({**_GRID_2D, "output_resolution": None, "cfl": 0.5, "batch_size": 32}),
-        write=_write_burgers2d,
-        grid_option="output_resolution",
-    ),
-    "burgers2d_mesh": DatasetRecipe(
-        description="2D viscous Burgers (u, v) at scattered points, a different set per trajectory",
-        equation=_EQUATION_2D,
-        default_num=256,
-        defaults=MappingProxyType({**_GRID_2D, "min_points": 2000, "max_points": 4000, "cfl": 0.5,
-                                   "batch_size": 32}),
-        write=_write_burgers2d_mesh,
-        grid_option=None,
-    ),
 })
 
 
@@ -212,13 +118,17 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Advance]:
 
 
 def generate_dataset(
-    name: str, out: str | os.PathLike, *, num: int | None = None, seed: int = 0, progress: bool = True, **options
+    name: str, out: str | os.PathLike, *, num: int | None = None, seed: int = 0, progress: bool = True,
+    trajectories: Sequence[int] | None = None, **options,
 ) -> Path:
     """Write ``num`` trajectories of data set ``name`` (see ``DATASETS``) to the HDF5 file ``out``.
 
     ``num=None`` takes the data set's default; ``seed`` fixes all random draws; ``options``
-    override the defaults in ``DATASETS[name].defaults``. The file appears only when complete.
-    Returns the path. Bad names or options raise ``ValueError`` before any work.
+    override the defaults in ``DATASETS[name].defaults``. ``trajectories`` (grid sets) writes only
+    those ids of the ``num``, sorted, with the values they have in the whole set, and records them
+    in the root attribute ``trajectory_ids`` (a finer-grid copy of a test split, for example).
+    The file appears only when complete. Returns the path. Bad names or options raise
+    ``ValueError`` before any work.
     """
     recipe = _recipe(name)
     resolved = resolve_options(name, **options)
@@ -227,14 +137,26 @@ def generate_dataset(
         raise ValueError(f"num (trajectories) must be a positive integer, got {num!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    ids = _check_subset(name, recipe, num, trajectories)
     path = Path(out)
     if path.is_dir():
         example = path / default_filename(name, **options)
         raise ValueError(f"out {path} is a folder; give the file path, e.g. {example}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _progress(progress, num, f"{name} -> {path.name}") as advance:
-        recipe.write(path, num, seed, resolved, advance)
+    with _progress(progress, num if ids is None else len(ids), f"{name} -> {path.name}") as advance:
+        recipe.write(path, num, seed, resolved, advance, ids)
     return path
+
+
+def _check_subset(name: str, recipe: DatasetRecipe, num: int, trajectories: Sequence[int] | None) -> list[int] | None:
+    if trajectories is None:
+        return None
+    if not recipe.subsets:
+        raise ValueError(f"{name} cannot be written for some trajectories only (trajectories=); write the whole set")
+    ids = sorted({int(t) for t in trajectories})
+    if not ids or ids[0] < 0 or ids[-1] >= num:
+        raise ValueError(f"trajectories must be ids in [0, {num}) (num={num}), got {list(trajectories)[:8]}")
+    return ids
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""Test-set evaluation: one-step and rollout metrics, persistence baseline, zero-shot super-resolution."""
+"""Test-set evaluation: one-step and rollout metrics, persistence baseline, an example rollout.
+
+Zero-shot super-resolution: superres.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.metrics import RolloutErrorMetrics
 from upt_lightning.modules import OperatorModule
-from upt_lightning.modules.evaluation import synced_compute, without_padding
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -60,47 +60,6 @@ def example_rollout(model: OperatorModule, datamodule) -> dict[str, torch.Tensor
     valid = batch["mask"][0] if "mask" in batch else slice(None)
     return {"truth": batch["targets"][0][:, valid].cpu(), "pred": pred[0][:, valid].cpu(),
             "input": batch["fields"][0][valid].cpu(), "coords": batch["coords"][0][valid].cpu()}
-
-
-@torch.no_grad()
-def superres_metrics(cfg: DictConfig, model: OperatorModule, datamodule) -> dict[str, float | str]:
-    """Encode the coarse test trajectories, decode on the finer grid, compare with the fine solution."""
-    spec = cfg.data.get("superres")
-    if not spec or not cfg.evaluate.superres or datamodule.grid_shape is None:
-        return {}
-    from upt_lightning.data.datamodules import GridDataModule
-
-    coarse = datamodule.grid_shape[0]
-    options = {**OmegaConf.to_container(cfg.data.generate_options or {}, resolve=True),
-               "resolution": coarse, "output_resolution": int(spec.factor) * coarse}
-    fine = GridDataModule(
-        path=spec.path, generate=cfg.data.generate, generate_options=options, batch_size=cfg.data.batch_size,
-        rollout_horizon=cfg.data.rollout_horizon, frame_stride=cfg.data.frame_stride, split=list(cfg.data.split),
-        split_seed=cfg.data.split_seed,
-    )
-    fine.prepare_data()
-    fine.setup("test")
-    model.eval()
-    horizon = cfg.data.rollout_horizon
-    metric = RolloutErrorMetrics(horizon, datamodule.num_channels, fine.grid_shape,
-                                 channel_names=fine.field_names).to(model.device)
-    for coarse_batch, fine_batch in zip(datamodule.test_dataloader()[1], fine.test_dataloader()[1]):
-        # Under torchrun each process reads its shard; drop the shards' padding (data/even_shards.py).
-        coarse_batch, fine_batch = without_padding(coarse_batch), without_padding(fine_batch)
-        if coarse_batch is None:
-            continue
-        if not torch.equal(coarse_batch["traj"], fine_batch["traj"]):
-            raise RuntimeError("coarse and fine test sets hold different trajectories; regenerate the fine copy")
-        coarse = {k: v.to(model.device) for k, v in coarse_batch.items() if isinstance(v, torch.Tensor)}
-        fine_targets = fine_batch["targets"].to(model.device)
-        pred = model.rollout(coarse["fields"], coarse["coords"], horizon, dt=coarse["dt"],
-                             query_points=fine_batch["coords"].to(model.device))
-        metric.update(pred, fine_targets)
-    values = synced_compute(metric)
-    log.info("zero-shot super-resolution %s -> %s evaluated", datamodule.grid_shape, fine.grid_shape)
-    out = {f"superres/rollout_nrmse_h{k + 1}": float(v) for k, v in enumerate(values["nrmse"])}
-    out["superres/grid"] = "x".join(str(s) for s in fine.grid_shape)
-    return out
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:

@@ -16,7 +16,8 @@ from upt_lightning.errors import ConfigError, is_user_error
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
 from upt_lightning.pipeline.data_checks import validate_data_once
-from upt_lightning.pipeline.evaluate import example_rollout, superres_metrics, test_metrics, write_config
+from upt_lightning.pipeline.evaluate import example_rollout, test_metrics, write_config
+from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
 from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.stage1 import obtain_autoencoder

@@ -8,7 +8,7 @@ reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -25,13 +25,18 @@ from upt_lightning.data.solvers.spectral import (
 
 def burgers1d_trajectories(
     num: int, seed: int, *, resolution: int, num_steps: int, dt_out: float, nu: float,
-    num_modes: int, max_wavenumber: int, cfl: float, batch_size: int,
+    num_modes: int, max_wavenumber: int, cfl: float, batch_size: int, select: Sequence[int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """PDEBench-style 1D Burgers trajectories ``(T, X)`` float64 on ``cell_centres(resolution)``."""
+    """PDEBench-style 1D Burgers trajectories ``(T, X)`` float64 on ``cell_centres(resolution)``.
+
+    ``select`` solves only those trajectories of the ``num`` (in its order), with the same values.
+    """
     u0 = random_initial_conditions_1d(
         num, cell_centres(resolution), generator=torch.Generator().manual_seed(seed),
         num_modes=num_modes, max_wavenumber=max_wavenumber,
     )
+    if select is not None:
+        u0 = u0[list(select)]
     for batch in u0.split(batch_size):
         # Each of the num_modes sines has amplitude < 1, and max|u| never grows.
         yield from solve_burgers1d(
@@ -53,16 +58,20 @@ def _spectra_2d(
 
 
 def burgers2d_grid_trajectories(
-    num: int, seed: int, *, resolution: int, output_resolution: int, max_wavenumber: int, **solver
+    num: int, seed: int, *, resolution: int, output_resolution: int, max_wavenumber: int,
+    select: Sequence[int] | None = None, **solver,
 ) -> Iterator[torch.Tensor]:
     """2D Burgers trajectories ``(T, X, Y, 2)`` float64 on ``cell_centres(output_resolution)``^2.
 
     Solved on a ``resolution`` grid; a finer ``output_resolution`` is the exact truncated Fourier
     series of the same solution evaluated there (not a new simulation). ``solver`` holds
-    ``num_steps, dt_out, nu, amplitude, cfl, batch_size``.
+    ``num_steps, dt_out, nu, amplitude, cfl, batch_size``. ``select`` solves only those
+    trajectories of the ``num`` (in its order), with the same values.
     """
     generator = torch.Generator().manual_seed(seed)
     modes = random_initial_modes_2d(num, generator=generator, max_wavenumber=max_wavenumber)
+    if select is not None:
+        modes = modes[list(select)]
     for spectrum in _spectra_2d(modes, resolution=resolution, **solver):
         if output_resolution == resolution:
             fields = torch.fft.irfft2(spectrum, s=(resolution, resolution))
