@@ -70,3 +70,11 @@ def test_a_copy_of_other_trajectories_is_rewritten_if_ours_and_refused_otherwise
     with pytest.raises(DataError, match="lacks some test trajectories"):
         _metrics(cfg, model, datamodule, foreign)
     assert foreign.read_bytes() == before
+
+
+def test_a_copy_on_another_grid_is_refused_by_name(setup):
+    folder, cfg, datamodule, model, options = setup
+    coarser = generate_dataset("burgers2d", folder / "fine_x3.h5", **{**options, "output_resolution": 48})
+    with pytest.raises(DataError, match=r"holds a \(48, 48\) grid, but super-resolution by data.superres.factor=2 "
+                                        r"needs \(32, 32\)"):
+        _metrics(cfg, model, datamodule, coarser)

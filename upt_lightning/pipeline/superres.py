@@ -31,14 +31,14 @@ GENERATOR = "upt_lightning.data.generate"  # the root attribute ``generator`` of
 def positions_in_file(path: Path, ids: Sequence[int]) -> list[int] | None:
     """Where trajectories ``ids`` of the whole set lie in the file: its ``trajectory_ids`` attribute
     (a copy of some trajectories), else the file holds them all in order. None when some are missing."""
+    with open_source(path) as source:  # a DataError names a file that is not a readable data file
+        count = source.num_trajectories
     with h5py.File(path, "r") as file:
         stored = file.attrs.get("trajectory_ids")
-        count = len(stored) if stored is not None else None
-        held = [int(t) for t in stored] if stored is not None else None
-    if held is None:
-        with open_source(path) as source:
-            count = source.num_trajectories
-        held = list(range(count))
+    held = list(range(count)) if stored is None else [int(t) for t in stored]
+    if len(held) != count:
+        raise DataError(f"{path}: its attribute trajectory_ids names {len(held)} trajectories but it holds "
+                        f"{count}; delete the file to have it written again")
     where = {traj: position for position, traj in enumerate(held)}
     if any(int(t) not in where for t in ids):
         return None
@@ -85,6 +85,10 @@ def superres_metrics(cfg: DictConfig, model: OperatorModule, datamodule) -> dict
     positions = finer_copy(Path(spec.path), cfg.data.generate, options, ids)
     hp = datamodule.hparams
     source = open_source(spec.path)
+    expected = tuple(int(spec.factor) * size for size in datamodule.grid_shape)
+    if source.grid_shape != expected:
+        raise DataError(f"{spec.path} holds a {source.grid_shape} grid, but super-resolution by "
+                        f"data.superres.factor={spec.factor} needs {expected}: point data.superres.path at such a copy")
     fine_ids = torch.full((source.num_trajectories,), -1, dtype=torch.long)
     fine_ids[positions] = torch.tensor(ids)
     # The coarse test rollout windows (datamodule.setup), cut from the same trajectories of the finer file.
