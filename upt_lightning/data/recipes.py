@@ -17,6 +17,8 @@ from upt_lightning.data.solvers.trajectories import (
 )
 from upt_lightning.data.writers import MeshWriter, PDEBench1DWriter, PDEBench2DWriter
 
+# The root attribute ``generator`` of every file written here: tells our files from a user's.
+GENERATOR = "upt_lightning.data.generate"
 # Options that change nothing in the file, hence not in its name.
 NOT_IN_FILENAME = ("batch_size",)
 FIELD_NAMES_2D = ("u", "v")
@@ -41,7 +43,7 @@ def _attrs(name: str, seed: int, options: dict) -> dict:
     """Root attributes: the data set, its equation, the seed and every option by its name, so
     the file can be regenerated."""
     kept = {k: v for k, v in options.items() if k not in NOT_IN_FILENAME}
-    return {"dataset": name, "equation": DATASETS[name].equation, "generator": "upt_lightning.data.generate",
+    return {"dataset": name, "equation": DATASETS[name].equation, "generator": GENERATOR,
             "seed": seed, **kept}
 
 

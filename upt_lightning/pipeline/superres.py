@@ -18,15 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.readers import open_source
+from upt_lightning.data.recipes import GENERATOR
 from upt_lightning.data.validation import DataError
 from upt_lightning.metrics import RolloutErrorMetrics
 from upt_lightning.modules import OperatorModule
 from upt_lightning.modules.evaluation import synced_compute, without_padding
 
 log = logging.getLogger("upt_lightning.pipeline")
-
-GENERATOR = "upt_lightning.data.generate"  # the root attribute ``generator`` of the files we write
-
 
 def positions_in_file(path: Path, ids: Sequence[int]) -> list[int] | None:
     """Where trajectories ``ids`` of the whole set lie in the file: its ``trajectory_ids`` attribute
