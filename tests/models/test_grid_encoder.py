@@ -93,3 +93,43 @@ def test_same_seed_gives_identical_weights():
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_patch_pooling_keeps_one_token_per_patch_at_the_decoders_anchor():
+    # depth 0: no attention between patches, so token j can only see patch j's values.
+    encoder = GridEncoder({"u": 1}, (8, 8), patch_size=2, dim=16, depth=0, num_heads=2, latent_tokens=16,
+                          latent_dim=5, pooling="patch")
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, 1)
+    z = encoder(x)
+    assert z.shape == (1, 16, 5)
+    grid = x.reshape(8, 8).clone()
+    grid[4:6, 2:4] += 1.0  # the patch in patch-row 2, patch-column 1: token 2 * 4 + 1
+    changed = (encoder(grid.reshape(1, 64, 1)) - z).abs().amax(-1)[0]
+    assert changed[9] > 1e-3
+    assert torch.all(torch.cat([changed[:9], changed[10:]]) == 0)
+    # The decoder assumes token j sits at anchor j: that must be patch j's centre.
+    from upt_lightning.models.anchors import anchor_grid
+
+    anchors, _ = anchor_grid(16, 2)
+    torch.testing.assert_close(anchors[9], torch.tensor([2.5 / 4, 1.5 / 4]))
+
+
+@pytest.mark.parametrize(
+    ("grid_shape", "patch_size", "tokens", "match"),
+    [((8, 8), 2, 8, "latent_tokens must be 16"), ((8, 8), 2, 16, None), ((16,), 4, 4, None)],
+)
+def test_patch_pooling_checks_the_token_count(grid_shape, patch_size, tokens, match):
+    kwargs = dict(dim=16, depth=1, num_heads=2, latent_tokens=tokens, latent_dim=5, pooling="patch")
+    if match is None:
+        n = torch.tensor(grid_shape).prod().item()
+        assert GridEncoder({"u": 1}, grid_shape, patch_size=patch_size, **kwargs)(torch.randn(2, n, 1)).shape == (
+            2, tokens, 5)
+    else:
+        with pytest.raises(ValueError, match=match):
+            GridEncoder({"u": 1}, grid_shape, patch_size=patch_size, **kwargs)
+
+
+def test_unknown_pooling_is_refused():
+    with pytest.raises(ValueError, match="pooling='mean' is unknown"):
+        GridEncoder({"u": 1}, (16,), patch_size=4, pooling="mean", **TINY)
