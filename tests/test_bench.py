@@ -6,6 +6,7 @@ values being finite and positive, and on the quantities that do not depend on ti
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -15,8 +16,11 @@ import sys
 import pytest
 import torch
 
+from upt_lightning.bench import rollout
 from upt_lightning.bench.__main__ import main
 from upt_lightning.bench.memory import METHOD_RESET, track_peak_memory
+from upt_lightning.bench.options import BenchOptions
+from upt_lightning.bench.report import print_result
 from upt_lightning.bench.presets import load_model_preset
 from upt_lightning.bench.rollout import physical_rollout_one_decode
 from upt_lightning.bench.workloads import grid_batch, grid_operator_module
@@ -55,6 +59,10 @@ SUMMARY_KEYS = {
              "flop_share_AnyPointDecoder", "flop_share_LatentOperator"),
 }
 TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0}
+# rollout's second table: the FNO baseline beside UPT's latent rollout (needs neuraloperator).
+FNO_ROW_KEYS = {"grid": LABEL, "steps": POSITIVE, "upt_latent_final_s": POSITIVE, "upt_latent_all_s": POSITIVE,
+                "fno_s": POSITIVE, "fno_over_upt_latent_all": POSITIVE, "fno_over_upt_latent_final": POSITIVE}
+HAS_NEURALOP = importlib.util.find_spec("neuralop") is not None
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +134,45 @@ def test_sizes_follow_the_quick_settings(results):
     assert decoder_points == list(results["decoder"]["settings"]["points"])
     assert all(r["supernodes"] <= r["points"] for r in results["mesh"]["rows"])
     assert len(results["throughput"]["rows"]) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_NEURALOP, reason="the FNO rows need neuraloperator (the baselines extra)")
+def test_rollout_times_the_fno_beside_upt_on_each_grid(results):
+    data = results["rollout"]
+    table = data["tables"]["fno"]
+    assert table["title"] and table["rows"]
+    for index, row in enumerate(table["rows"]):
+        for key, kind in FNO_ROW_KEYS.items():
+            assert key in row, f"fno row {index} lacks {key}"
+            if kind == LABEL:
+                assert isinstance(row[key], str) and row[key]
+            else:
+                _check_number(f"fno row {index} {key}", row[key], kind)
+        assert row["fno_over_upt_latent_all"] == pytest.approx(row["fno_s"] / row["upt_latent_all_s"])
+    settings = data["settings"]
+    expected = [("x".join(map(str, grid)), steps) for grid in settings["fno_grids"] for steps in settings["fno_steps"]]
+    assert [(row["grid"], row["steps"]) for row in table["rows"]] == expected
+    _check_number("rollout summary fno_over_upt_latent_all", data["summary"]["fno_over_upt_latent_all"], POSITIVE)
+
+
+def test_rollout_skips_the_fno_rows_with_a_note_without_neuraloperator(monkeypatch, tmp_path):
+    from rich.console import Console
+
+    from upt_lightning.errors import ConfigError
+
+    def missing():
+        raise ConfigError("neuraloperator cannot be imported")
+
+    monkeypatch.setattr(rollout, "require_neuralop", missing)
+    monkeypatch.setitem(rollout.QUICK, "steps", (1,))
+    monkeypatch.setitem(rollout.QUICK, "repeats", 1)
+    result = rollout.run(BenchOptions(quick=True, out_dir=tmp_path))
+    assert result.tables == [] and [row["steps"] for row in result.rows] == [1]
+    assert "fno_over_upt_latent_all" not in result.summary
+    console = Console(record=True, width=200)
+    print_result(result, console)
+    assert 'FNO rows skipped: neuraloperator is not installed (pip install -e ".[baselines]")' in console.export_text()
 
 
 def test_one_decode_physical_rollout_equals_the_modules_physical_rollout():

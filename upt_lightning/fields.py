@@ -33,6 +33,11 @@ def total_channels(spec: FieldSpec) -> int:
     return sum(int(c) for c in spec.values())
 
 
+def channel_names(spec: FieldSpec) -> list[str]:
+    """One name per channel, as metrics label them: ``{"u": 1, "w": 2}`` gives ``["u", "w0", "w1"]``."""
+    return [f"{name}{i}" if int(count) > 1 else name for name, count in spec.items() for i in range(int(count))]
+
+
 def split_fields(tensor: torch.Tensor, spec: FieldSpec) -> dict[str, torch.Tensor]:
     """Split ``(..., C)`` into ``{name: (..., C_f)}`` following the order of ``spec``."""
     expected = total_channels(spec)

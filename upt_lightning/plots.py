@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,16 +13,36 @@ import torch  # noqa: E402
 
 
 def plot_error_vs_horizon(model_nrmse: Sequence[float], persistence_nrmse: Sequence[float], path: Path,
-                          title: str = "Test rollout error") -> Path:
-    """Line plot of nRMSE per horizon step for the model and the persistence baseline."""
+                          title: str = "Test rollout error", label: str = "UPT (latent rollout)") -> Path:
+    """Line plot of nRMSE per horizon step for the model (legend ``label``) and the persistence baseline."""
     steps = list(range(1, len(model_nrmse) + 1))
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, model_nrmse, "o-", label="UPT (latent rollout)")
+    ax.plot(steps, model_nrmse, "o-", label=label)
     ax.plot(steps, persistence_nrmse, "s--", label="persistence")
     ax.set_xlabel("horizon step")
     ax.set_ylabel("nRMSE")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_rollout_comparison(curves: Mapping[str, Sequence[float]], persistence_nrmse: Sequence[float], path: Path,
+                            title: str = "Test rollout error") -> Path:
+    """nRMSE per horizon step of several models (``{legend label: curve}``) beside persistence."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    markers = "o^vD<>p*"
+    for index, (label, curve) in enumerate(curves.items()):
+        ax.plot(range(1, len(curve) + 1), curve, f"{markers[index % len(markers)]}-", label=label)
+    ax.plot(range(1, len(persistence_nrmse) + 1), persistence_nrmse, "s--", color="grey", label="persistence")
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("nRMSE")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

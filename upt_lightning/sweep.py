@@ -2,7 +2,10 @@
 
 Reads every job's results.json, prints a table of overrides and final metrics, writes
 sweep_summary.csv and, when two numeric overrides vary (for example loss.lambda_inv_enc and
-loss.lambda_inv_dec), a heatmap PNG of the objective over them.
+loss.lambda_inv_dec), a heatmap PNG of the objective over them. When the jobs trained different
+models (UPT and the FNO baseline) a model column names each job's; the train_s column gives the
+seconds each job spent training (stage 1 and stage 2; a cached stage 1 counts as the moment it
+took to load it).
 """
 
 from __future__ import annotations
@@ -42,13 +45,26 @@ def varying_keys(jobs: list[dict]) -> list[str]:
     return [k for k in keys if len({job["overrides"].get(k) for job in jobs}) > 1]
 
 
+def _model(job: dict) -> str:
+    return job.get("model") or "upt"  # results.json of runs before the FNO baseline name no model
+
+
+def _train_seconds(job: dict) -> str:
+    phases = job.get("phase_times_s") or {}
+    if "stage2" not in phases:
+        return ""
+    return f"{phases.get('stage1', 0.0) + phases['stage2']:.0f}"
+
+
 def summary_rows(jobs: list[dict], metrics: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
     keys = varying_keys(jobs)
-    header = ["job", *keys, *metrics]
+    columns = [("model", _model)] if len({_model(job) for job in jobs}) > 1 else []
+    columns.append(("train_s", _train_seconds))
+    header = ["job", *keys, *(name for name, _ in columns), *metrics]
     rows = []
     for job in jobs:
         values = [job["metrics"].get(m) for m in metrics]
-        rows.append([job["job"], *(job["overrides"].get(k, "") for k in keys),
+        rows.append([job["job"], *(job["overrides"].get(k, "") for k in keys), *(cell(job) for _, cell in columns),
                      *("" if v is None else f"{v:.4g}" for v in values)])
     return header, rows
 
@@ -83,6 +99,32 @@ def write_heatmap(jobs: list[dict], x_key: str, y_key: str, metric: str, path: P
     return path
 
 
+def rollout_curve(metrics: dict, prefix: str = "test/rollout_nrmse_h") -> list[float] | None:
+    """``metrics[prefix + "1"], metrics[prefix + "2"], ...`` up to the first missing horizon; None if none."""
+    curve = []
+    while f"{prefix}{len(curve) + 1}" in metrics:
+        curve.append(metrics[f"{prefix}{len(curve) + 1}"])
+    return curve or None
+
+
+def write_rollout_comparison(jobs: list[dict], path: Path) -> Path | None:
+    """One rollout curve per job that trained another model (UPT against the FNO baseline), beside
+    persistence; None when the jobs trained one model only or logged no rollout."""
+    if len({_model(job) for job in jobs}) < 2:
+        return None
+    curves = {}
+    for job in jobs:
+        curve = rollout_curve(job["metrics"])
+        if curve is not None:
+            curves[f"{_model(job).upper()} (job {job['job']}, {_train_seconds(job) or '?'} s)"] = curve
+    baseline = next((rollout_curve(job["metrics"], "test/persistence_rollout_nrmse_h") for job in jobs), None)
+    if len(curves) < 2 or baseline is None:
+        return None
+    from upt_lightning.plots import plot_rollout_comparison
+
+    return plot_rollout_comparison(curves, baseline, path, title="Test rollout error at equal training time")
+
+
 def summarise(sweep_dir: Path, metrics: tuple[str, ...] | None = None, objective: str | None = None) -> dict:
     jobs = load_jobs(sweep_dir)
     metrics = metrics or default_metrics(jobs)
@@ -101,6 +143,10 @@ def summarise(sweep_dir: Path, metrics: tuple[str, ...] | None = None, objective
         metric = objective or metrics[0]
         out["heatmap"] = write_heatmap(jobs, numeric[0], numeric[1], metric, sweep_dir / "sweep_heatmap.png")
         print(f"heatmap: {out['heatmap']}")
+    comparison = write_rollout_comparison(jobs, sweep_dir / "rollout_comparison.png")
+    if comparison is not None:
+        out["rollout_comparison"] = comparison
+        print(f"rollout curves: {comparison}")
     return out
 
 

@@ -36,8 +36,16 @@ TINY_DATA = {
 }
 
 
+TINY_DATA["burgers_fno"] = TINY_DATA["burgers_upt"]
+# Experiments whose model is no UPT preset keep it (model=tiny would make them UPT runs), at a tiny size.
+TINY_MODEL = {"burgers_fno": ["model.n_modes=8", "model.hidden_channels=8", "model.n_layers=2"]}
+
+
 def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
-    return [f"+experiment={experiment}", f"data_dir={data_dir}", *TINY_COMMON, *TINY_DATA[experiment]]
+    common = TINY_COMMON
+    if experiment in TINY_MODEL:
+        common = [*(item for item in TINY_COMMON if not item.startswith("model=")), *TINY_MODEL[experiment]]
+    return [f"+experiment={experiment}", f"data_dir={data_dir}", *common, *TINY_DATA[experiment]]
 
 
 def compose_train(overrides: list[str]):

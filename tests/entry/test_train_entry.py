@@ -111,6 +111,11 @@ def test_latent_cache_with_a_trainable_encoder_fails_before_training(tmp_path):
         ("stage2.max_epochs=0", "stage2.max_epochs"),
         ("loss.inverse_loss_frequency=0", "loss.inverse_loss_frequency"),
         ("evaluate.plot_horizons=[1,99]", "evaluate.plot_horizons"),
+        ("optim.scheduler=bogus", "optim.scheduler"),
+        ("optim.warmup_fraction=1.5", "optim.warmup_fraction"),
+        ("+optim.momentum=0.9", "optim.momentum"),
+        ("+model.grid_encoder.pooling=bogus", "model.grid_encoder.pooling"),
+        ("+model.grid_encoder.pooling=patch", "model.latent_tokens"),
     ],
 )
 def test_impossible_settings_fail_before_training_naming_the_key(override, key, tmp_path):

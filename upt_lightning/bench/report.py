@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -43,12 +44,23 @@ class Target:
 
 
 @dataclass
+class SubTable:
+    """A further table of a benchmark: printed below its first, written to its JSON as ``tables[key]``."""
+
+    key: str
+    title: str
+    columns: list[Column]
+    rows: list[dict]
+
+
+@dataclass
 class BenchResult:
     """What one benchmark measured.
 
     ``rows``: one dict per configuration (numbers and a few labels); ``summary``: headline
     numbers (ratios); ``targets``: the issue's targets judged on ``summary``; ``settings``: the
-    sizes used; ``notes``: what a reader needs to interpret the numbers.
+    sizes used; ``notes``: what a reader needs to interpret the numbers; ``tables``: further
+    tables with rows of other keys (e.g. the FNO baseline beside UPT in ``rollout``).
     """
 
     name: str
@@ -59,6 +71,7 @@ class BenchResult:
     targets: list[Target] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tables: list[SubTable] = field(default_factory=list)
 
 
 def _cpu_name() -> str:
@@ -91,6 +104,10 @@ def _finite_or_none(value):
     return value
 
 
+def _json_rows(rows: list[dict]) -> list[dict]:
+    return [{k: _finite_or_none(v) for k, v in row.items()} for row in rows]
+
+
 def to_json(result: BenchResult, env: dict, quick: bool) -> dict:
     return {
         "benchmark": result.name,
@@ -99,10 +116,11 @@ def to_json(result: BenchResult, env: dict, quick: bool) -> dict:
         "quick": quick,
         "environment": env,
         "settings": result.settings,
-        "rows": [{k: _finite_or_none(v) for k, v in row.items()} for row in result.rows],
+        "rows": _json_rows(result.rows),
         "summary": {k: _finite_or_none(v) for k, v in result.summary.items()},
         "targets": [target.as_dict() for target in result.targets],
         "notes": result.notes,
+        "tables": {table.key: {"title": table.title, "rows": _json_rows(table.rows)} for table in result.tables},
     }
 
 
@@ -123,13 +141,19 @@ def _cell(row: dict, column: Column) -> str:
     return column.fmt.format(value)
 
 
-def print_result(result: BenchResult, console: Console) -> None:
-    table = Table(title=result.title)
-    for column in result.columns:
+def _table(title: str, columns: list[Column], rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column.header, justify="right")
-    for row in result.rows:
-        table.add_row(*(_cell(row, column) for column in result.columns))
-    console.print(table)
+    for row in rows:
+        table.add_row(*(_cell(row, column) for column in columns))
+    return table
+
+
+def print_result(result: BenchResult, console: Console) -> None:
+    console.print(_table(result.title, result.columns, result.rows))
+    for extra in result.tables:
+        console.print(_table(extra.title, extra.columns, extra.rows))
     for name, value in result.summary.items():
         console.print(f"  {name}: {value:.3g}")
     for target in result.targets:
@@ -137,4 +161,4 @@ def print_result(result: BenchResult, console: Console) -> None:
         sign = "<=" if target.at_most else ">="
         console.print(f"  target {target.name}: {target.value:.3g} ({sign} {target.threshold:g}) {verdict}")
     for note in result.notes:
-        console.print(f"  [dim]{note}[/dim]")
+        console.print(f"  [dim]{escape(note)}[/dim]")  # a note's brackets (".[baselines]") are text, not markup

@@ -6,20 +6,29 @@ step (what a user who asks for one horizon pays) and decoding every step (a full
 Physical mode is timed as ``OperatorModule.rollout`` runs it (which decodes each step twice when
 the query points are the grid: once for the output, once for re-encoding) and as
 :func:`physical_rollout_one_decode` (the output is what gets re-encoded), the fair baseline.
+
+Beside it, in the same run and on the same batch, the FNO baseline (``conf/model/fno.yaml``) rolls out
+on 64x64 and 128x128 against a UPT latent rollout on the same grid (table ``fno``); without
+neuraloperator installed those rows are skipped with a note.
 """
 
 from __future__ import annotations
 
 import torch
 
+from upt_lightning.baselines import require_neuralop
+from upt_lightning.baselines.neuralop_import import INSTALL_HINT
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.presets import load_model_preset
-from upt_lightning.bench.report import BenchResult, Column, Target
-from upt_lightning.bench.timing import median_time
-from upt_lightning.bench.workloads import grid_batch, grid_operator_module
+from upt_lightning.bench.report import BenchResult, Column, SubTable, Target
+from upt_lightning.bench.timing import interleaved_times, median_time
+from upt_lightning.bench.workloads import grid_batch, grid_fno_module, grid_operator_module
+from upt_lightning.errors import ConfigError
 
-QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2}
-FULL = {"preset": "small", "grid": (64, 64), "batch": 4, "steps": (10, 50, 100), "repeats": 3}
+QUICK = {"preset": "tiny", "grid": (32, 32), "batch": 1, "steps": (2, 5, 10), "repeats": 2,
+         "fno_grids": ((16, 16), (32, 32)), "fno_steps": (2, 5)}
+FULL = {"preset": "small", "grid": (64, 64), "batch": 4, "steps": (10, 50, 100), "repeats": 3,
+        "fno_grids": ((64, 64), (128, 128)), "fno_steps": (10, 50)}
 
 COLUMNS = [
     Column("steps", "steps", "{:d}"), Column("latent_final_s", "latent, last step decoded s"),
@@ -28,6 +37,40 @@ COLUMNS = [
     Column("speedup_final", "physical one decode / latent last", "{:.1f}"),
     Column("speedup_all", "physical one decode / latent every", "{:.1f}"),
 ]
+FNO_COLUMNS = [
+    Column("grid", "grid"), Column("steps", "steps", "{:d}"),
+    Column("upt_latent_final_s", "UPT latent, last decoded s"),
+    Column("upt_latent_all_s", "UPT latent, every step decoded s"), Column("fno_s", "FNO s"),
+    Column("fno_over_upt_latent_all", "FNO / UPT every step", "{:.2f}"),
+    Column("fno_over_upt_latent_final", "FNO / UPT last", "{:.2f}"),
+]
+
+
+def fno_rows(sizes: dict, device: torch.device) -> list[dict]:
+    """FNO rollouts beside UPT latent rollouts on the same grid and batch, timed in interleaved rounds.
+
+    The FNO computes every step on the grid, so "UPT, every step decoded" is the like-for-like figure;
+    "UPT, last decoded" is what UPT costs when only the final state is wanted.
+    """
+    rows = []
+    for grid in sizes["fno_grids"]:
+        torch.manual_seed(0)
+        upt = grid_operator_module(load_model_preset(sizes["preset"]), grid, device=device).eval()
+        fno = grid_fno_module(load_model_preset("fno"), grid, device=device).eval()
+        batch = grid_batch(sizes["batch"], grid, device=device)
+        fields, coords = batch["fields"], batch["coords"]
+        for steps in sizes["fno_steps"]:
+            times = interleaved_times({
+                "upt_latent_final_s": lambda: upt.rollout(fields, coords, steps, decode_steps=[steps]),
+                "upt_latent_all_s": lambda: upt.rollout(fields, coords, steps),
+                "fno_s": lambda: fno.rollout(fields, coords, steps),
+            }, sizes["repeats"], device=device)
+            row = {"grid": "x".join(str(n) for n in grid), "steps": steps,
+                   **{key: timing.median_s for key, timing in times.items()}}
+            row["fno_over_upt_latent_all"] = row["fno_s"] / row["upt_latent_all_s"]
+            row["fno_over_upt_latent_final"] = row["fno_s"] / row["upt_latent_final_s"]
+            rows.append(row)
+    return rows
 
 
 @torch.no_grad()
@@ -80,6 +123,21 @@ def run(options: BenchOptions) -> BenchResult:
         "latent_all_decoded_speedup": reference["speedup_all"],
         "latent_speedup_vs_rollout_physical": reference["physical_s"] / reference["latent_final_s"],
     }
+    notes = ["Under torch.no_grad. Speed-ups are against the physical rollout with one decode per step; "
+             "OperatorModule.rollout(mode='physical') decodes the grid twice per step (output, re-encoding)."]
+    tables = []
+    try:
+        require_neuralop()
+    except ConfigError:
+        notes.append(f"FNO rows skipped: neuraloperator is not installed ({INSTALL_HINT})")
+    else:
+        extra = fno_rows(sizes, device)
+        tables.append(SubTable("fno", f"Rollout time, FNO baseline (conf/model/fno.yaml) beside UPT latent "
+                                      f"({sizes['preset']} model), batch {sizes['batch']}", FNO_COLUMNS, extra))
+        largest = extra[-1]
+        summary["fno_over_upt_latent_all"] = largest["fno_over_upt_latent_all"]
+        notes.append(f"FNO table: each step of the FNO computes the whole grid; the summary's fno_over_upt_latent_all "
+                     f"is at grid {largest['grid']}, {largest['steps']} steps.")
     return BenchResult(
         name="rollout",
         title=f"Rollout time, latent vs physical ({sizes['preset']} model, grid {sizes['grid']}, "
@@ -90,6 +148,6 @@ def run(options: BenchOptions) -> BenchResult:
         targets=[Target(f"latent rollout speed-up at {reference['steps']} steps", summary["latent_speedup"],
                         10.0, at_most=False)],
         settings={**sizes},
-        notes=["Under torch.no_grad. Speed-ups are against the physical rollout with one decode per step; "
-               "OperatorModule.rollout(mode='physical') decodes the grid twice per step (output, re-encoding)."],
+        notes=notes,
+        tables=tables,
     )

@@ -53,6 +53,18 @@ def grid_operator_module(
     return module.to(device)
 
 
+def grid_fno_module(preset: dict, grid_shape: tuple[int, ...], device: torch.device = torch.device("cpu")):
+    """The FNO baseline of ``preset`` (conf/model/fno.yaml) for the benchmark fields on ``grid_shape``, untrained.
+
+    Imports neuraloperator: call :func:`upt_lightning.baselines.require_neuralop` first to report its absence.
+    """
+    from upt_lightning.baselines import FNOModule
+
+    module = FNOModule(FIELDS, grid_shape, n_modes=preset["n_modes"], hidden_channels=preset["hidden_channels"],
+                       n_layers=preset["n_layers"], fno_kwargs=preset.get("fno_kwargs") or {})
+    return module.to(device)
+
+
 def grid_batch(batch: int, grid_shape: tuple[int, ...], horizon: int = 1, device=torch.device("cpu")) -> dict:
     """A DataModule-style batch: fields (B, N, 2), targets (B, K, N, 2), coords (B, N, d), dt (B,)."""
     coords = grid_coords(grid_shape)

@@ -40,14 +40,20 @@ class AutoencoderModule(UPTModuleBase):
         warmup_fraction: float = 0.05,
         seed: int = 0,
         nan_policy: Literal["raise", "skip"] = "raise",
+        *,
+        optimizer: str = "adamw",
+        scheduler: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.999),
     ):
+        if lambda_cycle < 0:  # checked before the models are built, so this message comes first
+            raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
         super().__init__(
             field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
             num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
-            nan_policy=nan_policy,
+            nan_policy=nan_policy, optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio,
+            betas=betas,
         )
-        if lambda_cycle < 0:
-            raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
         self.save_hyperparameters()
         self.val_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
         self.test_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())

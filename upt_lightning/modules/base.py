@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from upt_lightning.fields import cat_fields, split_fields, total_channels, valid
 from upt_lightning.modules.builders import build_decoder, build_encoder
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
 from upt_lightning.modules.seeding import mix_seed
 from upt_lightning.process_group import destroy_process_group_at_exit
 
@@ -51,7 +51,11 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         num_queries: points sampled for the decoder losses (None = all points).
         query_strategy: "uniform" or "stratified".
         per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
-        lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay over the run.
+        lr, weight_decay, warmup_fraction: base learning rate, weight decay, linear warm-up over this
+            fraction of the run's steps.
+        optimizer, scheduler, min_lr_ratio, betas: the rest of the ``optim`` config group
+            (:mod:`upt_lightning.modules.optim`): "adamw" or "adam"; after the warm-up "cosine" decays
+            to ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``.
         seed: base seed of the query-sampling generator (combined with rank and batch index).
         nan_policy: a NaN/Inf training loss either stops the fit with :class:`NonFiniteLossError` naming the
             step and the loss components ("raise"), or skips that batch's update ("skip", one process only;
@@ -75,16 +79,18 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         warmup_fraction: float = 0.05,
         seed: int = 0,
         nan_policy: Literal["raise", "skip"] = "raise",
+        *,
+        optimizer: str = "adamw",
+        scheduler: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.999),
     ):
         super().__init__()
         if num_queries is not None and int(num_queries) <= 0:
             raise ValueError(f"sampling.num_queries must be positive or null (all points), got {num_queries}")
         if query_strategy not in QUERY_STRATEGIES:
             raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {QUERY_STRATEGIES}")
-        if not lr > 0:
-            raise ValueError(f"optimizer lr must be positive, got {lr}")
-        if not 0 <= warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr)
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)
@@ -172,18 +178,11 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise RuntimeError("no trainable parameters: every model is frozen")
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(self.hparams.warmup_fraction * total)
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        hp = self.hparams
+        return build_optimizer(
+            (p for p in self.parameters() if p.requires_grad), hp.lr, self.trainer.estimated_stepping_batches,
+            optimizer=hp.get("optimizer", "adamw"), scheduler=hp.get("scheduler", "cosine"),
+            weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
+            min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
+            clock=budget_clock(self.trainer),
+        )

@@ -16,6 +16,8 @@ from upt_lightning.errors import CheckpointError
 
 ARCH_KEYS = ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder", "latent_tokens", "latent_dim")
 STAGE1_PREFIXES = ("encoder.", "decoder.", "normalizer.")
+KIND_NAMES = {"autoencoder": "a stage-1 (autoencoder) checkpoint", "operator": "a stage-2 (OperatorModule) checkpoint",
+              "fno": "an FNO baseline checkpoint"}
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict[str, Any]:
@@ -48,10 +50,13 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = Fal
 
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
-    """"autoencoder" (stage 1), "operator" (stage 2) or "unknown", judged from the hyperparameters."""
+    """"autoencoder" (stage 1), "operator" (stage 2), "fno" (the FNO baseline) or "unknown", judged from the
+    hyperparameters."""
     hparams = checkpoint.get("hyper_parameters") or {}
     if "operator" in hparams and "autoencoder" in hparams:
         return "operator"
+    if "n_modes" in hparams and "hidden_channels" in hparams:
+        return "fno"
     if "field_channels" in hparams and "coord_dim" in hparams:
         return "autoencoder"
     return "unknown"
@@ -67,7 +72,7 @@ def load_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[
     checkpoint = read_checkpoint(path, "autoencoder checkpoint")
     kind = checkpoint_kind(checkpoint)
     if kind != "autoencoder":
-        found = "a stage-2 (OperatorModule) checkpoint" if kind == "operator" else "no stage-1 hyperparameters"
+        found = KIND_NAMES.get(kind, "no stage-1 hyperparameters")
         raise CheckpointError(
             f"{path} is not an AutoencoderModule (stage-1) checkpoint: found {found}; give the checkpoint "
             "that stage 1 wrote (stage1/checkpoints/ or the stage-1 cache)"

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 import torch
 
-from upt_lightning.fields import split_fields
+from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import compute_operator_loss_bundle, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
-from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
+from upt_lightning.modules.forecasting import ForecastEvaluationMixin
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -21,7 +21,7 @@ ROLLOUT_MODES = ("latent", "physical")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-class OperatorModule(UPTModuleBase):
+class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
     """Latent time-stepping surrogate with UPT's inverse losses (stage 2).
 
     One training step: z_t = E(u_t) (frozen), z_pred = operator(z_t, dt), target z_next = E(u_next);
@@ -77,6 +77,11 @@ class OperatorModule(UPTModuleBase):
         seed: int = 0,
         autoencoder_source: str | None = None,
         nan_policy: Literal["raise", "skip"] = "raise",
+        *,
+        optimizer: str = "adamw",
+        scheduler: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.999),
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -107,6 +112,7 @@ class OperatorModule(UPTModuleBase):
         super().__init__(
             **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
             lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
+            optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio, betas=betas,
         )
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
@@ -125,12 +131,7 @@ class OperatorModule(UPTModuleBase):
                 module.requires_grad_(False)
                 module.eval()
         self.inverse_weights = {"lambda_inv_enc": float(lambda_inv_enc), "lambda_inv_dec": float(lambda_inv_dec)}
-        names = [f"{n}{i}" if c > 1 else n for n, c in self.field_spec.items() for i in range(c)]
-        self.val_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, names)
-        self.test_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, names)
-        self._rollout_names = names
-        self.val_rollout: RolloutEvaluation | None = None
-        self.test_rollout: RolloutEvaluation | None = None
+        self.init_forecast_evaluation(channel_names(self.field_spec))
 
     # ----------------------------------------------------------- frozen parts
     def train(self, mode: bool = True):
@@ -256,49 +257,14 @@ class OperatorModule(UPTModuleBase):
         )
 
     # ------------------------------------------------------------- evaluation
-    def _rollout_eval(self, stage: str, horizon: int) -> RolloutEvaluation:
-        attr = f"{stage}_rollout"
-        current = getattr(self, attr)
-        if current is None or current.horizon != horizon:
-            current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names)
-            setattr(self, attr, current.to(self.device))
-        return current
+    def predict_next_normalised(self, b) -> torch.Tensor:
+        """Encode, one operator step, decode at the batch's points: normalised (B, N, C)."""
+        return self.decode(self.step(self.encode(b.fields, b.coords, b.meta), b.dt), b.coords)
 
-    def _evaluate(self, batch, dataloader_idx: int, stage: str) -> None:
-        if dataloader_idx != 0:  # built on every rank, even one whose shard is all padding: compute() syncs
-            rollout_eval = self._rollout_eval(stage, batch["targets"].shape[1])
-        batch = without_padding(batch)
-        if batch is None:
-            return
-        b = self.prepare_batch(batch)
-        if dataloader_idx == 0:
-            z_pred = self.step(self.encode(b.fields, b.coords, b.meta), b.dt)
-            pred = self.normalizer.denormalize_fields(self.decode(z_pred, b.coords))
-            getattr(self, f"{stage}_onestep").update(pred, b.raw_targets[:, 0], b.raw_fields, b.mask)
-        else:
-            horizon = b.targets.shape[1]
-            pred = self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, horizon, b.coords,
-                                            self.hparams.rollout_eval_mode)
-            rollout_eval.update(self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask)
-
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._evaluate(batch, dataloader_idx, "val")
-
-    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._evaluate(batch, dataloader_idx, "test")
-
-    def _epoch_end(self, stage: str) -> None:
-        logs = getattr(self, f"{stage}_onestep").compute_and_reset(stage)
-        rollout = getattr(self, f"{stage}_rollout")
-        if rollout is not None:
-            logs.update(rollout.compute_and_reset(stage))
-        self.log_dict(logs)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
+    def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
+        """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
+        return self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
+                                        self.hparams.rollout_eval_mode)
 
     # -------------------------------------------------------------- inference
     def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):

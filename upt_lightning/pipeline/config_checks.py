@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
+from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.nonfinite import NAN_POLICIES
+from upt_lightning.modules.optim import check_optim_settings
+from upt_lightning.pipeline.model_kind import model_kind
+from upt_lightning.pipeline.optim_settings import optim_settings
+from upt_lightning.pipeline.time_budget import check_time_limits
 from upt_lightning.query_sampling import STRATEGIES
 
+FNO_SETTINGS = ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs")  # conf/model/fno.yaml
 LOSS_WEIGHTS = ("lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout", "lambda_spectral",
                 "lambda_recon", "inverse_loss_max_weight")
 
@@ -51,8 +57,51 @@ def _check_nan_policy(cfg: DictConfig) -> None:
         )
 
 
+def _check_optim(cfg: DictConfig) -> None:
+    settings = optim_settings(cfg)
+    try:
+        check_optim_settings(settings["optimizer"], settings["scheduler"], settings["weight_decay"],
+                             settings["warmup_fraction"], settings["min_lr_ratio"], settings["betas"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_fno(cfg: DictConfig) -> None:
+    """The FNO baseline: grid data, its sizes, none of UPT's stage-1 settings, and neuraloperator installed."""
+    if str(cfg.data.get("_target_", "")).endswith("MeshDataModule"):
+        raise ConfigError(
+            f"model.kind=fno (the FNO baseline) needs grid data, but data={cfg.data._target_} reads scattered points "
+            "(a mesh): pick grid data (data=burgers2d, burgers1d or pdebench), or a UPT model (model=small), "
+            "whose MeshEncoder reads meshes"
+        )
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    unknown = sorted(set(model) - set(FNO_SETTINGS))
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not a setting of the FNO baseline (model.kind=fno); its settings "
+                          f"are {['model.' + key for key in FNO_SETTINGS]}")
+    modes = model.get("n_modes", 16)
+    for index, value in enumerate(modes if isinstance(modes, list) else [modes]):
+        _positive_int(cfg, f"model.n_modes[{index}]" if isinstance(modes, list) else "model.n_modes", value)
+    for key in ("hidden_channels", "n_layers"):
+        if key in model:
+            _positive_int(cfg, f"model.{key}", model[key])
+    if cfg.autoencoder_ckpt:
+        raise ConfigError(f"autoencoder_ckpt={cfg.autoencoder_ckpt} is a UPT stage-1 checkpoint, but the FNO baseline "
+                          "has no stage 1: drop autoencoder_ckpt")
+    if cfg.stage2.get("latent_cache", False):
+        raise ConfigError("stage2.latent_cache=true encodes with UPT's stage-1 encoder, which the FNO baseline does "
+                          "not have: set stage2.latent_cache=false")
+    from upt_lightning.baselines import require_neuralop
+
+    require_neuralop()
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
+    if model_kind(cfg) == "fno":
+        _check_fno(cfg)
+    check_time_limits(cfg)
+    _check_optim(cfg)
     _check_nan_policy(cfg)
     sampling = cfg.sampling
     if sampling.strategy not in STRATEGIES:
@@ -100,8 +149,12 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
 
     ``min_points`` is the smallest point count of any trajectory (meshes: the supernodes are drawn from it).
     """
+    if model_kind(cfg) == "fno":
+        _fno_fits_grid(cfg, grid_shape)
+        return
     if grid_shape is not None:
         _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
+        _patch_tokens_fit(cfg, grid_shape)
         return
     if cfg.loss.lambda_spectral > 0:
         raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")
@@ -111,3 +164,41 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
             f"model.mesh_encoder.num_supernodes={supernodes} exceeds the {min_points} points of the smallest mesh "
             f"in {cfg.data.path}; set model.mesh_encoder.num_supernodes to at most {min_points}"
         )
+
+
+def _patch_tokens_fit(cfg: DictConfig, grid_shape) -> None:
+    """grid_encoder.pooling=patch keeps one latent token per patch: the token count must be the patch count."""
+    pooling = cfg.model.grid_encoder.get("pooling", "perceiver")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.grid_encoder.pooling={pooling!r} is unknown; choose one of {list(POOLINGS)}")
+    if pooling != "patch":
+        return
+    patch = cfg.model.grid_encoder.patch_size
+    patches = [size // (patch if isinstance(patch, int) else patch[axis]) for axis, size in enumerate(grid_shape)]
+    if cfg.model.latent_tokens != math.prod(patches):
+        raise ConfigError(
+            f"model.latent_tokens={cfg.model.latent_tokens} but model.grid_encoder.pooling=patch keeps one token per "
+            f"patch, and patch_size={patch} cuts the {tuple(grid_shape)} grid into {math.prod(patches)} patches "
+            f"{tuple(patches)}: set model.latent_tokens={math.prod(patches)}, change the patch size, or use "
+            "model.grid_encoder.pooling=perceiver"
+        )
+
+
+def _fno_fits_grid(cfg: DictConfig, grid_shape) -> None:
+    if grid_shape is None:
+        raise ConfigError(
+            f"model.kind=fno (the FNO baseline) needs grid data, but {cfg.data.path} holds scattered points: "
+            "point data.path at a grid file, or use a UPT model (model=small), whose MeshEncoder reads meshes"
+        )
+    modes = cfg.model.get("n_modes", 16)
+    modes = [modes] * len(grid_shape) if isinstance(modes, int) else list(modes)
+    if len(modes) != len(grid_shape):
+        raise ConfigError(f"model.n_modes={modes} names {len(modes)} axes, but the grid {tuple(grid_shape)} has "
+                          f"{len(grid_shape)}: give one count per axis, or one int for all")
+    for axis, (count, size) in enumerate(zip(modes, grid_shape)):
+        if count > size:
+            raise ConfigError(
+                f"model.n_modes={cfg.model.get('n_modes', 16)} exceeds the {size} points of grid axis {axis}: modes "
+                f"beyond the grid are never trained, and a finer grid would use their random weights; choose at most "
+                f"{size}"
+            )

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.baselines import FNOModule
 from upt_lightning.modules import OperatorModule
 
 log = logging.getLogger("upt_lightning.pipeline")
@@ -32,7 +33,7 @@ def keep_fit_logs(trainer: pl.Trainer) -> None:
     ]
 
 
-def test_metrics(trainer: pl.Trainer, model: OperatorModule, datamodule) -> dict[str, float]:
+def test_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule) -> dict[str, float]:
     """Run trainer.test; returns the merged {name: value} of both test loaders."""
     keep_fit_logs(trainer)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
@@ -49,7 +50,7 @@ def _first_batch_to(loader, device):
 
 
 @torch.no_grad()
-def example_rollout(model: OperatorModule, datamodule) -> dict[str, torch.Tensor]:
+def example_rollout(model: OperatorModule | FNOModule, datamodule) -> dict[str, torch.Tensor]:
     """First test rollout window: {"truth": (K, N, C), "pred": (K, N, C), "input": (N, C)}, raw values."""
     model.eval()
     batch = _first_batch_to(datamodule.test_dataloader()[1], model.device)

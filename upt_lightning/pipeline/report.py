@@ -19,10 +19,11 @@ SUMMARY_ROWS = (
 )
 
 
-def summary_table(metrics: dict, title: str) -> Table:
+def summary_table(metrics: dict, title: str, model: str = "UPT") -> Table:
+    """Rows of SUMMARY_ROWS present in ``metrics``: the model's value (column ``model``), persistence's, ratio."""
     table = Table(title=title)
     table.add_column("metric")
-    table.add_column("UPT", justify="right")
+    table.add_column(model, justify="right")
     table.add_column("persistence", justify="right")
     table.add_column("ratio", justify="right")
     for label, key, baseline_key in SUMMARY_ROWS:
@@ -35,8 +36,8 @@ def summary_table(metrics: dict, title: str) -> Table:
     return table
 
 
-def print_summary(metrics: dict, title: str) -> None:
-    Console().print(summary_table(metrics, title))
+def print_summary(metrics: dict, title: str, model: str = "UPT") -> None:
+    Console().print(summary_table(metrics, title, model))
 
 
 def write_results(run_dir: Path, results: dict) -> Path:

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.checkpoint_io import remove_stale_temp_files
 from upt_lightning.errors import CheckpointError, ConfigError
-from upt_lightning.modules.checkpoints import checkpoint_kind, read_checkpoint
+from upt_lightning.modules.checkpoints import KIND_NAMES, checkpoint_kind, read_checkpoint
+from upt_lightning.pipeline.model_kind import model_kind
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -31,6 +32,7 @@ TRAINING_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "state_dic
 # Config entries that may change between an interrupted run and its continuation.
 FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "callbacks.progress")
 UNREADABLE_SUFFIX = ".unreadable"
+FNO_SIZE_KEYS = ("n_modes", "hidden_channels", "n_layers", "fno_kwargs")
 
 
 def resume_mode(cfg: DictConfig) -> str:
@@ -100,10 +102,11 @@ def stage_resume_checkpoint(cfg: DictConfig, stage: str, out_dir: Path) -> Path 
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf}; an empty mapping holds no setting and leaves no entry."""
     out = {}
     for key, value in cfg.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(_flat(value, f"{name}."))
         else:
             out[name] = value
@@ -111,12 +114,16 @@ def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """"key: saved -> current" for each entry that differs, ignoring :data:`FREE_KEYS`."""
+    """"key: saved -> current" for each entry that differs, ignoring :data:`FREE_KEYS`.
+
+    An entry absent on one side and null on the other does not differ: a run saved before a setting
+    existed (say ``time_budget``) had what the setting's null default means, and continues.
+    """
     old, new = _flat(saved), _flat(current)
     free = tuple(FREE_KEYS) + tuple(f"{k}." for k in FREE_KEYS)
     return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
             for key in sorted(set(old) | set(new))
-            if not key.startswith(free) and old.get(key, "<absent>") != new.get(key, "<absent>")]
+            if not key.startswith(free) and old.get(key) != new.get(key)]
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
@@ -152,19 +159,23 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
 
 def _check_stage2_checkpoint(path: Path, cfg: DictConfig) -> None:
     checkpoint = read_training_checkpoint(path, "resume")
-    kind = checkpoint_kind(checkpoint)
-    if kind != "operator":
-        found = "a stage-1 (autoencoder) checkpoint" if kind == "autoencoder" else "no stage-2 hyperparameters"
+    kind, expected = checkpoint_kind(checkpoint), "fno" if model_kind(cfg) == "fno" else "operator"
+    if kind != expected:
+        found = KIND_NAMES.get(kind, "no stage-2 hyperparameters")
         raise CheckpointError(
-            f"resume={path} is not a stage-2 (OperatorModule) checkpoint: found {found}; resume=PATH continues "
-            "stage 2 (stage 1 resumes from its run dir by itself, or give autoencoder_ckpt=PATH)"
+            f"resume={path} is not {KIND_NAMES[expected]}: found {found}; resume=PATH continues stage 2 of the "
+            "configured model (stage 1 resumes from its run dir by itself, or give autoencoder_ckpt=PATH)"
         )
     hparams = checkpoint["hyper_parameters"]
-    saved = {"model.operator": hparams.get("operator"),
-             "model.latent_tokens": hparams["autoencoder"].get("latent_tokens"),
-             "model.latent_dim": hparams["autoencoder"].get("latent_dim")}
-    current = {"model.operator": OmegaConf.to_container(cfg.model.operator, resolve=True),
-               "model.latent_tokens": cfg.model.latent_tokens, "model.latent_dim": cfg.model.latent_dim}
+    if expected == "fno":
+        saved = {f"model.{key}": hparams.get(key) for key in FNO_SIZE_KEYS}
+        current = {f"model.{key}": OmegaConf.to_container(cfg.model, resolve=True).get(key) for key in FNO_SIZE_KEYS}
+    else:
+        saved = {"model.operator": hparams.get("operator"),
+                 "model.latent_tokens": hparams["autoencoder"].get("latent_tokens"),
+                 "model.latent_dim": hparams["autoencoder"].get("latent_dim")}
+        current = {"model.operator": OmegaConf.to_container(cfg.model.operator, resolve=True),
+                   "model.latent_tokens": cfg.model.latent_tokens, "model.latent_dim": cfg.model.latent_dim}
     mismatch = [f"{key}: checkpoint {saved[key]}, config {current[key]}" for key in saved if saved[key] != current[key]]
     if mismatch:
         raise CheckpointError(

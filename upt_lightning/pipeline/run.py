@@ -14,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError, is_user_error
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
+from upt_lightning.pipeline.baseline import train_fno
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
 from upt_lightning.pipeline.data_checks import validate_data_once
 from upt_lightning.pipeline.evaluate import example_rollout, test_metrics, write_config
+from upt_lightning.pipeline.model_kind import LABELS, model_kind
 from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
 from upt_lightning.pipeline.resume import check_resume
@@ -69,9 +71,11 @@ def run_experiment(cfg: DictConfig) -> dict:
 
     Everything that can be checked before training is (config, data file, given checkpoints, resume),
     and only then is anything written to the run dir, so a mistake never overwrites an earlier run's files.
+    The FNO baseline (model=fno) has no stage 1 and trains in place of stage 2, on the same data.
     """
     start = time.time()
     check_config(cfg)
+    kind = model_kind(cfg)
     run_dir = run_dir_of(cfg)
     check_resume(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -94,9 +98,13 @@ def run_experiment(cfg: DictConfig) -> dict:
     lap("data_and_checks")
     log.info("run dir %s; the same command continues it after an interruption if it names "
              "hydra.run.dir=%s", run_dir, run_dir)
-    autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
-    lap("stage1")
-    trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
+    if kind == "fno":
+        autoencoder_ckpt = None
+        trainer, model, best = train_fno(cfg, datamodule, run_dir)
+    else:
+        autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
+        lap("stage1")
+        trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
     lap("stage2")
 
     metrics: dict = {}
@@ -109,7 +117,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         "metrics": metrics,
         "objective": metrics.get(cfg.objective),
         "objective_metric": cfg.objective,
-        "autoencoder_ckpt": str(autoencoder_ckpt),
+        "model": kind,
+        "autoencoder_ckpt": str(autoencoder_ckpt) if autoencoder_ckpt else None,
         "operator_ckpt": str(best) if best else None,
         "wall_time_s": round(time.time() - start, 1),
         "phase_times_s": phases,
@@ -121,7 +130,7 @@ def run_experiment(cfg: DictConfig) -> dict:
             lap("plots")
             results["wall_time_s"] = round(time.time() - start, 1)
         write_results(run_dir, results)
-        print_summary(metrics, f"{run_dir} ({results['wall_time_s']:.0f} s)")
+        print_summary(metrics, f"{run_dir} ({results['wall_time_s']:.0f} s)", LABELS[kind])
     return results
 
 
@@ -131,7 +140,9 @@ def make_plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path)
     baseline = [metrics.get(f"test/persistence_rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
     paths = []
     if None not in model_curve and None not in baseline:
-        paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / "rollout_nrmse.png"))
+        kind = model_kind(cfg)
+        label = "UPT (latent rollout)" if kind == "upt" else LABELS[kind]
+        paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / "rollout_nrmse.png", label=label))
     example = example_rollout(model, datamodule)
     paths.append(plot_rollout_snapshots(
         example["truth"], example["pred"], example["coords"], datamodule.grid_shape,

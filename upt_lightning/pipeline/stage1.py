@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
+from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
+from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage1_callbacks
 
 log = logging.getLogger("upt_lightning.pipeline")
@@ -25,7 +27,7 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
     data.pop("superres", None)
     data.pop("num_workers", None)
     identity = {
-        "stage1": OmegaConf.to_container(cfg.stage1, resolve=True),
+        "stage1": _stage1_settings(cfg),
         "model": {k: OmegaConf.to_container(cfg.model, resolve=True).get(k)
                   for k in ("latent_tokens", "latent_dim", "grid_encoder", "mesh_encoder", "decoder")},
         "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
@@ -33,11 +35,26 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
         "data": data,
         "seed": cfg.seed,
     }
+    if cfg.get("optim") is not None and optim_settings(cfg) != DEFAULT_OPTIM:
+        # Only a changed optim group enters the key, so stage-1 caches made before the group existed stay valid.
+        identity["optim"] = optim_settings(cfg)
     if data_file is not None and data_file.exists():
         stat = data_file.stat()
         identity["data_file"] = [stat.st_size, stat.st_mtime_ns]
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stage1_settings(cfg: DictConfig) -> dict:
+    """``cfg.stage1`` with its time limit as the effective seconds, and without the unset limit entries, so
+    that configs without a limit keep the cache keys they had before limits existed."""
+    settings = OmegaConf.to_container(cfg.stage1, resolve=True)
+    settings.pop("budget_share", None)
+    (settings.get("trainer") or {}).pop("max_time", None)
+    max_time = stage_max_time(cfg, "stage1")
+    if max_time is not None:
+        settings["max_time_s"] = max_time.total_seconds()
+    return settings
 
 
 def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> AutoencoderModule:
@@ -58,6 +75,7 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         lr=cfg.stage1.lr,
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
+        **optim_settings(cfg),
     )
 
 

@@ -1,4 +1,5 @@
-"""Stage 2: train the latent operator between the frozen stage-1 encoder and decoder."""
+"""Stage 2: train the latent operator between the frozen stage-1 encoder and decoder (``fit_stage2`` also
+fits the FNO baseline, pipeline/baseline.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.modules import OperatorModule
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
+from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage2_callbacks
 
@@ -30,23 +32,33 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         lr=cfg.stage2.lr,
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
+        **optim_settings(cfg),
     )
 
 
-def train_operator(cfg: DictConfig, datamodule, autoencoder_ckpt: Path, run_dir: Path):
-    """Fit stage 2 (resuming when pipeline/resume.py finds a checkpoint); returns (trainer, module with
-    the best checkpoint's weights loaded, best path)."""
-    # Reseeded here: whether stage 1 was trained just now (drawing random numbers) or came from the cache,
-    # the operator's initial weights, the batch order and the query draws are the same.
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_operator_module(cfg, autoencoder_ckpt)
+def fit_stage2(cfg: DictConfig, datamodule, model: pl.LightningModule, run_dir: Path, fallback_name: str,
+               skip_callbacks: tuple[type, ...] = ()):
+    """Fit ``model`` as stage 2 into ``run_dir/stage2`` (logs, checkpoints; resuming when pipeline/resume.py
+    finds a checkpoint), without the configured callbacks of the types ``skip_callbacks``; returns
+    (trainer, path of the best checkpoint)."""
     out_dir = run_dir / "stage2"
     resume = stage_resume_checkpoint(cfg, "stage2", out_dir)
     if resume is not None:
         check_state_matches(model, resume)
-    trainer: pl.Trainer = make_trainer(cfg, "stage2", out_dir, stage2_callbacks(cfg, out_dir))
+    callbacks = [c for c in stage2_callbacks(cfg, out_dir) if not isinstance(c, skip_callbacks)]
+    trainer: pl.Trainer = make_trainer(cfg, "stage2", out_dir, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    best = final_checkpoint(trainer, out_dir, "operator-final.ckpt")
+    best = final_checkpoint(trainer, out_dir, fallback_name)
     log.info("stage 2: best checkpoint %s", best)
+    return trainer, best
+
+
+def train_operator(cfg: DictConfig, datamodule, autoencoder_ckpt: Path, run_dir: Path):
+    """Fit stage 2; returns (trainer, module with the best checkpoint's weights loaded, best path)."""
+    # Reseeded here: whether stage 1 was trained just now (drawing random numbers) or came from the cache,
+    # the operator's initial weights, the batch order and the query draws are the same.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_operator_module(cfg, autoencoder_ckpt)
+    trainer, best = fit_stage2(cfg, datamodule, model, run_dir, "operator-final.ckpt")
     model = OperatorModule.load_from_checkpoint(best, weights_only=True)
     return trainer, model, best

@@ -20,6 +20,7 @@ from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.recipes import GENERATOR
 from upt_lightning.data.validation import DataError
+from upt_lightning.baselines import FNOModule
 from upt_lightning.metrics import RolloutErrorMetrics
 from upt_lightning.modules import OperatorModule
 from upt_lightning.modules.evaluation import synced_compute, without_padding
@@ -71,8 +72,12 @@ def finer_copy(path: Path, generate: str | None, options: dict, ids: Sequence[in
 
 
 @torch.no_grad()
-def superres_metrics(cfg: DictConfig, model: OperatorModule, datamodule) -> dict[str, float | str]:
-    """Rollout nRMSE against horizon of the coarse test windows decoded on the ``factor``-times finer grid."""
+def superres_metrics(cfg: DictConfig, model: OperatorModule | FNOModule, datamodule) -> dict[str, float | str]:
+    """Rollout nRMSE against horizon of the coarse test windows predicted on the ``factor``-times finer grid.
+
+    The model's ``rollout(..., query_points=fine points)`` decides how: UPT encodes the coarse frame and decodes
+    the finer points; the FNO interpolates the coarse frame onto the finer grid and steps there.
+    """
     spec = cfg.data.get("superres")
     if not spec or not cfg.evaluate.superres or datamodule.grid_shape is None:
         return {}

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.callbacks import LatentCacheCallback
 from upt_lightning.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.faults import fault_hooks
+from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.rng_state import RNGStateCheckpoint
 
 
@@ -19,7 +20,8 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
     """A Trainer writing logs and checkpoints under out_dir (stage is "stage1" or "stage2").
 
     Checkpoints are written atomically and carry the RNG states, so that a killed run resumes from
-    an intact checkpoint and draws what it would have drawn (see pipeline/resume.py).
+    an intact checkpoint and draws what it would have drawn (see pipeline/resume.py). The stage's
+    wall-clock limit comes from pipeline/time_budget.py.
     """
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
@@ -27,7 +29,11 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
     if limit is not None:
         trainer_kwargs["limit_train_batches"] = limit
     for key, value in (cfg[stage].get("trainer") or {}).items():
-        trainer_kwargs[key] = value
+        if key != "max_time":  # stage_max_time weighs it against time_budget
+            trainer_kwargs[key] = value
+    max_time = stage_max_time(cfg, stage)
+    if max_time is not None:
+        trainer_kwargs["max_time"] = max_time
     fault_callbacks, midway = fault_hooks(stage)
     return pl.Trainer(
         **trainer_kwargs,

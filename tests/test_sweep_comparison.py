@@ -1,0 +1,30 @@
+"""The sweep summary's rollout comparison: curves read in horizon order, one per model, persistence beside."""
+
+from __future__ import annotations
+
+from upt_lightning.sweep import rollout_curve, write_rollout_comparison
+
+
+def _job(name: str, model: str | None, curve: list[float]) -> dict:
+    metrics = {f"test/rollout_nrmse_h{k}": v for k, v in enumerate(curve, start=1)}
+    metrics.update({f"test/persistence_rollout_nrmse_h{k}": 0.1 * k for k in range(1, len(curve) + 1)})
+    metrics["test/rollout_nrmse_last"] = curve[-1]
+    job = {"job": name, "metrics": metrics, "phase_times_s": {"stage1": 10.0, "stage2": 5.0}}
+    if model is not None:
+        job["model"] = model
+    return job
+
+
+def test_rollout_curve_stops_at_the_first_missing_horizon():
+    metrics = {"test/rollout_nrmse_h2": 0.2, "test/rollout_nrmse_h1": 0.1, "test/rollout_nrmse_h4": 0.4}
+    assert rollout_curve(metrics) == [0.1, 0.2]
+    assert rollout_curve({"test/nrmse": 0.1}) is None
+
+
+def test_comparison_plot_only_when_the_jobs_trained_different_models(tmp_path):
+    same = [_job("0", None, [0.1, 0.2]), _job("1", "upt", [0.1, 0.3])]
+    assert write_rollout_comparison(same, tmp_path / "a.png") is None
+    assert not (tmp_path / "a.png").exists()
+    mixed = [_job("0", None, [0.1, 0.2]), _job("1", "fno", [0.05, 0.3])]
+    path = write_rollout_comparison(mixed, tmp_path / "b.png")
+    assert path == tmp_path / "b.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
