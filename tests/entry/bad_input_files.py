@@ -47,6 +47,7 @@ def grid_overrides(tmp: Path, data_file: Path, *extra: str) -> list[str]:
     """train.py overrides for the tiny 1D experiment on ``data_file`` with its own cache dir."""
     return ["+experiment=burgers1d_upt", f"data_dir={tmp / 'data'}", f"cache_dir={tmp / 'cache'}", *TINY_COMMON,
             f"data.path={data_file}", "data.generate=null", "data.frame_stride=1", "model.grid_encoder.patch_size=8",
+            "++model.grid_encoder.pooling=perceiver",
             "sampling.num_queries=16", "evaluate.plots=false", *extra]
 
 

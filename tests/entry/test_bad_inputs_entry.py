@@ -96,7 +96,7 @@ CASES = [
     ("batch_size 0", on_good("data.batch_size=0"), r"data\.batch_size=0 must be a positive integer", None),
     ("unknown data argument", on_good("+data.bogus=1"), r"data: .*bogus", None),
     ("resume=never over checkpoints", on_good("resume=never"), r"resume=never, but the run dir .*last\.ckpt", None),
-    ("changed config over checkpoints", on_good("stage2.lr=0.01"), r"another config \(stage2\.lr: 0\.001 -> 0\.01\)",
+    ("changed config over checkpoints", on_good("stage2.lr=0.01"), r"another config \(stage2\.lr: 0\.002 -> 0\.01\)",
      None),
     # checkpoints
     ("autoencoder_ckpt not a checkpoint", not_a_checkpoint, r"notes\.ckpt is not a readable PyTorch checkpoint",
@@ -107,7 +107,7 @@ CASES = [
     ("autoencoder_ckpt of other fields", with_ckpt("autoencoder_ckpt", "two_field_stage1", "model=small"),
      r"trained on other data .*fields: checkpoint \{'c0': 1, 'c1': 1\}, now \{'u': 1\}", None),
     ("autoencoder_ckpt of another model size", with_ckpt("autoencoder_ckpt", "small_stage1"),
-     r"another model size \(model\.latent_tokens: checkpoint 32, now 8", SUBPROCESS),
+     r"another model size \(model\.latent_tokens: checkpoint 64, now 8", SUBPROCESS),
     ("autoencoder_ckpt that runs code", with_ckpt("autoencoder_ckpt", "trap"), r"trap\.ckpt was refused", SUBPROCESS),
     ("resume from stage 1", with_ckpt("resume", "small_stage1", "model=small"), r"is not a stage-2 .*found a stage-1",
      None),

@@ -1,0 +1,103 @@
+"""Stage-1 probe: how fast an encoder/decoder pair learns to reconstruct a grid data set.
+
+A plain training loop (no Lightning, no validation between epochs) over the library's own models,
+for comparing architectures at equal optimiser steps; docs/accuracy.md lists what it measured.
+Reads a 2D file of the PDEBench per-sample-group layout (``python -m upt_lightning.data.generate
+burgers2d --out data``), keeps 80% of the trajectories for training and reports the mean per-sample
+nRMSE (physical units, all points) on every 4th frame of the next 10%.
+
+    python scripts/stage1_probe.py data/burgers2d_64.h5 --steps 900 --tokens 64 --ldim 64 \
+        --enc '{"patch_size": 8, "dim": 96, "depth": 2, "num_heads": 4, "pooling": "patch"}' \
+        --dec '{"dim": 128, "depth": 1, "num_heads": 4, "num_frequencies": 6}' --lr 2e-3 --q 128 --bs 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import h5py
+import numpy as np
+import torch
+
+from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.modules.optim import build_optimizer
+
+
+def load(path: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Train and val frames (F, N, C) of a 2D per-sample-group file, and its grid shape."""
+    with h5py.File(path, "r") as f:
+        keys = sorted(k for k in f.keys() if "data" in f[k])
+        data = np.stack([f[k]["data"][:] for k in keys])  # (S, T, X, Y, C)
+    grid = data.shape[2:-1]
+    perm = np.random.default_rng(0).permutation(len(keys))
+    n_train, n_val = int(0.8 * len(keys)), int(0.1 * len(keys))
+    frames = lambda ids: torch.from_numpy(data[ids]).reshape(-1, int(np.prod(grid)), data.shape[-1])  # noqa: E731
+    return frames(perm[:n_train]), frames(perm[n_train:n_train + n_val])[::4], grid
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("path")
+    p.add_argument("--enc", default='{"patch_size": 8, "dim": 96, "depth": 2, "num_heads": 4}')
+    p.add_argument("--dec", default='{"dim": 96, "depth": 2, "num_heads": 4, "num_frequencies": 6}')
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--ldim", type=int, default=64)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--bs", type=int, default=16)
+    p.add_argument("--q", type=int, default=512, help="query points per sample")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="append the result as a JSON line to this file")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    train, val, grid = load(a.path)
+    channels = train.shape[-1]
+    spec = {f"c{i}": 1 for i in range(channels)}
+    mean, std = train.mean((0, 1)), train.std((0, 1))
+    axes = torch.meshgrid(*[(torch.arange(n) + 0.5) / n for n in grid], indexing="ij")
+    coords = torch.stack(axes, -1).reshape(1, -1, len(grid))
+    enc = build_encoder({"kind": "grid", **json.loads(a.enc)}, spec, grid, len(grid), a.tokens, a.ldim)
+    dec = build_decoder(json.loads(a.dec), spec, len(grid), a.ldim)
+    params = [*enc.parameters(), *dec.parameters()]
+    built = build_optimizer(params, a.lr, a.steps)
+    opt, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    split = lambda x: {f"c{i}": x[..., i:i + 1] for i in range(channels)}  # noqa: E731
+    join = lambda d: torch.cat([d[f"c{i}"] for i in range(channels)], -1)  # noqa: E731
+
+    @torch.no_grad()
+    def val_nrmse() -> float:
+        enc.eval(), dec.eval()
+        errors = []
+        for x in val.split(32):
+            c = coords.expand(len(x), -1, -1)
+            y = join(dec(c, enc(split((x - mean) / std), c))) * std + mean
+            errors.append((((y - x) ** 2).sum(1).sqrt() / (x ** 2).sum(1).sqrt()).mean(1))
+        enc.train(), dec.train()
+        return torch.cat(errors).mean().item()
+
+    start, log = time.time(), []
+    for step in range(1, a.steps + 1):
+        x = (train[torch.randint(0, len(train), (a.bs,))] - mean) / std
+        c = coords.expand(a.bs, -1, -1)
+        pick = torch.rand(a.bs, x.shape[1]).argsort(1)[:, :a.q, None]
+        loss = ((join(dec(torch.gather(c, 1, pick.expand(-1, -1, len(grid))), enc(split(x), c)))
+                 - torch.gather(x, 1, pick.expand(-1, -1, channels))) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if step % max(a.steps // 5, 1) == 0:
+            log.append([step, round(time.time() - start, 1), round(loss.item(), 5), round(val_nrmse(), 4)])
+            print(log[-1], flush=True)
+    result = {"args": vars(a), "seconds": round(time.time() - start, 1), "val_nrmse": log[-1][-1], "log": log}
+    print(json.dumps(result))
+    if a.out:
+        with open(a.out, "a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
