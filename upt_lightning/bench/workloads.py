@@ -11,6 +11,7 @@ import math
 import torch
 
 from upt_lightning.bench.presets import FIELDS
+from upt_lightning.models.anchors import anchor_factors
 from upt_lightning.modules import OperatorModule
 
 UNTRAINED = "benchmark: random frozen weights (timings and memory do not depend on their values)"
@@ -40,10 +41,18 @@ def grid_operator_module(
     device: torch.device = torch.device("cpu"),
     sampled_inverse_gradient: bool = True,
 ) -> OperatorModule:
-    """An OperatorModule with a frozen GridEncoder/AnyPointDecoder of ``preset`` and default loss weights."""
+    """An OperatorModule with a frozen GridEncoder/AnyPointDecoder of ``preset`` and default loss weights.
+
+    A preset with one latent token per patch keeps its token count on any grid: the patches grow with
+    the grid (patch 16 on 128x128 for the 64 tokens that patch 8 gives on 64x64).
+    """
+    encoder = {"kind": "grid", **preset["grid_encoder"]}
+    if encoder.get("pooling") == "patch":
+        factors = anchor_factors(preset["latent_tokens"], len(grid_shape))
+        encoder["patch_size"] = [size // count for size, count in zip(grid_shape, factors)]
     autoencoder = {
         "field_channels": FIELDS, "coord_dim": len(grid_shape), "grid_shape": tuple(grid_shape),
-        "encoder": {"kind": "grid", **preset["grid_encoder"]}, "decoder": preset["decoder"],
+        "encoder": encoder, "decoder": preset["decoder"],
         "latent_tokens": preset["latent_tokens"], "latent_dim": preset["latent_dim"],
     }
     module = OperatorModule(
