@@ -18,7 +18,8 @@ from upt_lightning.data.readers import (
     open_source,
 )
 from upt_lightning.data.split_stats import compute_stats, split_trajectories
-from upt_lightning.data.validation import DataError, DataFileNotFoundError, validate_source
+from upt_lightning.data.scan import validate_source
+from upt_lightning.data.validation import DataError, DataFileNotFoundError
 
 __all__ = [
     "DataError",

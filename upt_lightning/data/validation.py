@@ -1,20 +1,18 @@
-"""Errors for bad data files and a full-file scan for non-finite values.
+"""Errors for bad data files and the checks the readers apply to what they read.
 
-Every problem found in a data file is a :class:`DataError` (a ``ValueError``) whose message names
-the file, what is wrong and how to fix it, so that a bad file fails before training starts.
+The full-file scan (``validate_source``) lives above the readers, in :mod:`upt_lightning.data.scan`,
+so that this module, which the readers import, imports none of them. Every problem found in a data
+file is a :class:`DataError` (a ``ValueError``) whose message names the file, what is wrong and how
+to fix it, so that a bad file fails before training starts.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from upt_lightning.data.readers.base import TrajectorySource
 
 
 class DataError(ValueError):
@@ -54,25 +52,3 @@ def check_finite(values: torch.Tensor, what: str) -> None:
             f"{what} contains {bad} NaN or Inf value(s) of {values.numel()}; "
             "repair or drop this trajectory (validate_source(source) lists the first bad one)"
         )
-
-
-def validate_source(source: TrajectorySource, chunk_frames: int = 16) -> None:
-    """Read every trajectory of ``source`` chunk by chunk and raise on the first problem.
-
-    Checks that coordinates, times and all frames are finite and that times increase strictly.
-    At most ``chunk_frames`` frames of one trajectory are in memory at once, so any file size
-    can be scanned.
-    """
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
-    for traj in range(source.num_trajectories):
-        source.coords(traj)
-        times = source.times(traj)
-        if times.numel() > 1 and not bool((times[1:] > times[:-1]).all()):
-            raise DataError(
-                f"{source.path}: times of trajectory {traj} do not increase strictly "
-                f"(first values {times[:5].tolist()}); fix the time coordinate in the file"
-            )
-        steps = source.num_steps(traj)
-        for first in range(0, steps, chunk_frames):
-            source.frames(traj, range(first, min(first + chunk_frames, steps)))
