@@ -58,10 +58,8 @@ def _check_nan_policy(cfg: DictConfig) -> None:
 
 
 def _check_optim(cfg: DictConfig) -> None:
-    settings = optim_settings(cfg)
     try:
-        check_optim_settings(settings["optimizer"], settings["scheduler"], settings["weight_decay"],
-                             settings["warmup_fraction"], settings["min_lr_ratio"], settings["betas"])
+        check_optim_settings(**optim_settings(cfg))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
