@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from upt_lightning.console import lightning_logs_through_root, quiet_lightning
+from upt_lightning.runtime.console import lightning_logs_through_root, quiet_lightning
 from upt_lightning.errors import user_error_message
 
 quiet_lightning()  # at import: spawned DDP workers import this file too

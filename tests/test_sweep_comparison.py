@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from upt_lightning.sweep import rollout_curve, write_rollout_comparison
+from upt_lightning.sweep import default_metrics, rollout_curve, write_rollout_comparison
 
 
 def _job(name: str, model: str | None, curve: list[float]) -> dict:
@@ -28,3 +28,14 @@ def test_comparison_plot_only_when_the_jobs_trained_different_models(tmp_path):
     mixed = [_job("0", None, [0.1, 0.2]), _job("1", "fno", [0.05, 0.3])]
     path = write_rollout_comparison(mixed, tmp_path / "b.png")
     assert path == tmp_path / "b.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_columns_put_the_validation_objective_beside_its_test_figures():
+    job = _job("0", "upt", [0.1, 0.2])
+    job["metrics"].update({"val/rollout_nrmse_h2": 0.25, "test/nrmse": 0.05})
+    job["objective_metric"] = "val/rollout_nrmse_h2"
+    assert default_metrics([job]) == ("val/rollout_nrmse_h2", "test/rollout_nrmse_h2",
+                                      "test/persistence_rollout_nrmse_h2", "test/nrmse")
+    # Results of runs before the objective moved to validation keep their test objective.
+    job["objective_metric"] = "test/rollout_nrmse_h2"
+    assert default_metrics([job]) == ("test/rollout_nrmse_h2", "test/persistence_rollout_nrmse_h2", "test/nrmse")

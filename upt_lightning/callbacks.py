@@ -8,7 +8,7 @@ import time
 import lightning.pytorch as pl
 
 from upt_lightning.data.latent_cache import LatentCache
-from upt_lightning.losses import compute_inverse_loss_curriculum_weight
+from upt_lightning.losses import OperatorLoss
 
 log = logging.getLogger("upt_lightning.callbacks")
 
@@ -16,15 +16,18 @@ log = logging.getLogger("upt_lightning.callbacks")
 class InverseLossCurriculum(pl.Callback):
     """Ramp the inverse-loss weights in, epoch by epoch, with the seed's formula.
 
-    At each training epoch start the module's ``inverse_weights`` become
-    ``compute_inverse_loss_curriculum_weight(epoch, base, warmup_epochs, max_weight)`` for
-    ``lambda_inv_enc`` and ``lambda_inv_dec``. Note the formula's two quirks (kept on purpose):
-    the weight is still 0 at ``epoch == warmup_epochs`` (the ramp starts from zero there), and it
-    reaches ``min(base, max_weight)`` at ``epoch == 2 * warmup_epochs``.
+    The module's :class:`OperatorLoss` (``pl_module.operator_loss``) owns the weights; this callback tells it
+    the training epoch in progress, whenever training starts or resumes and at every epoch start, so the
+    inverse weights become ``compute_inverse_loss_curriculum_weight(epoch, base, warmup_epochs, max_weight)``
+    for ``lambda_inv_enc`` and ``lambda_inv_dec``. Note the formula's two quirks (kept on purpose): the
+    weight is still 0 at ``epoch == warmup_epochs`` (the ramp starts from zero), and it reaches
+    ``min(base, max_weight)`` at ``epoch == 2 * warmup_epochs``.
 
-    The weights are a pure function of the epoch, which Lightning restores on resume, so a
-    resumed run gets exactly the weights of an uninterrupted one. ``warmup_epochs`` and
-    ``max_weight`` default to the module's ``inverse_loss_warmup_epochs`` / ``inverse_loss_max_weight``.
+    The weights are a pure function of the epoch, which Lightning restores on resume. A resume from a
+    mid-epoch checkpoint (``every_n_train_steps``, a requeued job) skips ``on_train_epoch_start`` for the
+    epoch in progress; ``on_train_start`` sets the epoch there, so a resumed run trains with exactly the
+    weights of an uninterrupted one. ``warmup_epochs`` and ``max_weight``, when given, replace the
+    module's ``inverse_loss_warmup_epochs`` / ``inverse_loss_max_weight`` in its OperatorLoss.
     """
 
     def __init__(self, warmup_epochs: int | None = None, max_weight: float | None = None):
@@ -35,26 +38,44 @@ class InverseLossCurriculum(pl.Callback):
         self.warmup_epochs = warmup_epochs
         self.max_weight = max_weight
 
-    def weights_for_epoch(self, pl_module: pl.LightningModule, epoch: int) -> dict[str, float]:
-        hp = pl_module.hparams
-        warmup = hp.inverse_loss_warmup_epochs if self.warmup_epochs is None else self.warmup_epochs
-        cap = hp.inverse_loss_max_weight if self.max_weight is None else self.max_weight
-        return {
-            name: compute_inverse_loss_curriculum_weight(epoch, float(hp[name]), int(warmup), float(cap))
-            for name in ("lambda_inv_enc", "lambda_inv_dec")
-        }
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "inverse_weights"):
+    def _loss_of(self, pl_module: pl.LightningModule) -> OperatorLoss:
+        loss = getattr(pl_module, "operator_loss", None)
+        if not isinstance(loss, OperatorLoss):
             raise TypeError(
                 f"InverseLossCurriculum needs a module with inverse-loss weights (OperatorModule), "
                 f"got {type(pl_module).__name__}: remove the callback for this stage"
             )
+        if self.warmup_epochs is not None:
+            loss.warmup_epochs = int(self.warmup_epochs)
+        if self.max_weight is not None:
+            loss.max_weight = float(self.max_weight)
+        return loss
+
+    def weights_for_epoch(self, pl_module: pl.LightningModule, epoch: int) -> dict[str, float]:
+        """The inverse weights of ``epoch`` (before the batch frequency), without changing the module's epoch."""
+        loss = self._loss_of(pl_module)
+        current = loss.epoch
+        loss.set_epoch(epoch)
+        try:
+            return loss.inverse_weights()
+        finally:
+            loss.epoch = current
+
+    def _set_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
+        loss = self._loss_of(pl_module)
+        if loss.epoch == trainer.current_epoch:
+            return
+        loss.set_epoch(trainer.current_epoch)
+        log.info("epoch %d (%s): inverse-loss weights %s", trainer.current_epoch, when, loss.inverse_weights())
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._loss_of(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._set_epoch(trainer, pl_module, "training starts")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        weights = self.weights_for_epoch(pl_module, trainer.current_epoch)
-        pl_module.inverse_weights = weights
-        log.info("epoch %d: inverse-loss weights %s", trainer.current_epoch, weights)
+        self._set_epoch(trainer, pl_module, "epoch start")
 
 
 class LatentCacheCallback(pl.Callback):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from upt_lightning import __version__
-from upt_lightning.console import quiet_lightning
+from upt_lightning.runtime.console import quiet_lightning
 
 quiet_lightning()  # at import: the `upt` script's spawned DDP workers import this module too
 
@@ -49,7 +49,7 @@ def ready_datamodule(datamodule):
     """
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from upt_lightning.data.validation import DataFileNotFoundError
+    from upt_lightning.errors import DataFileNotFoundError
 
     path = Path(datamodule.path)
     if not path.exists() and rank_zero_only.rank != 0:
@@ -84,7 +84,7 @@ def check_ckpt_path(ckpt_path: str | None) -> None:
         return
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist: give the path of a .ckpt file")
-    from upt_lightning.modules.checkpoints import read_checkpoint
+    from upt_lightning.runtime.checkpoints import read_checkpoint
 
     read_checkpoint(ckpt_path, "--ckpt_path", mmap=True)
 

@@ -1,4 +1,8 @@
-"""Errors that report a user's mistake: entry points print their message and exit non-zero, no traceback."""
+"""Every error a user can meet: a mistake in a config, a data file or a checkpoint.
+
+Entry points print their message and exit non-zero, without a traceback; anything else is a bug and
+keeps its traceback. Each message names what is wrong and the fix.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,15 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, of another kind, or not matching the config/data."""
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from upt_lightning.data.validation import DataError
+class DataError(ValueError):
+    """A data file, or a request for its contents, does not fit what the library can read."""
 
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """The data file does not exist; caught by ``except DataError`` and ``FileNotFoundError``."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
     return ConfigError, CheckpointError, DataError, FileNotFoundError, NonFiniteLossError
 
 

@@ -9,10 +9,12 @@ Two strategies draw ``k`` distinct point indices out of ``N``:
   ``(V + j * N) // k`` for ``j < k`` are taken along that ordering. This gives exactly ``k``
   distinct points, every point the inclusion probability ``k / N`` exactly, and one sample in
   every run of about ``N / k`` consecutive points of the curve, so each draw covers the whole
-  domain (the seed's block sampler was biased and repeated points; FINDINGS item 3).
+  domain (the seed's block sampler favoured some points and repeated others, so its sampled loss
+  was a biased estimate of the full one).
 
 When ``num_queries`` is not below the number of points, sampling is off and all points are used;
-this is logged once per ``(N, num_queries)`` so a user sees it (FINDINGS item 4).
+this is logged once per ``(N, num_queries)`` so a user sees it instead of silently paying for
+  every point.
 """
 
 from __future__ import annotations

@@ -22,10 +22,15 @@ from rich.table import Table
 
 
 def default_metrics(jobs: list[dict]) -> tuple[str, ...]:
-    """The jobs' objective (e.g. test/rollout_nrmse_h10), its persistence baseline and the one-step nRMSE."""
-    objective = jobs[0].get("objective_metric") or "test/rollout_nrmse_h10"
-    baseline = objective.replace("test/", "test/persistence_", 1)
-    return tuple(dict.fromkeys((objective, baseline, "test/nrmse")))
+    """The jobs' objective (e.g. val/rollout_nrmse_h10), the same metric on the test split with its
+    persistence baseline, and the test one-step nRMSE: chosen on validation, reported on test."""
+    objective = jobs[0].get("objective_metric") or "val/rollout_nrmse_h10"
+    split, _, name = objective.partition("/")
+    reported = f"test/{name}" if split in ("val", "test") else objective
+    baseline = f"test/persistence_{name}" if split in ("val", "test") else None
+    present = {key for job in jobs for key in job["metrics"]}
+    names = [objective, reported, baseline, "test/nrmse"]
+    return tuple(dict.fromkeys(m for m in names if m is not None and (m == objective or m in present)))
 
 
 def load_jobs(sweep_dir: Path) -> list[dict]:

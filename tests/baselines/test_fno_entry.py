@@ -12,9 +12,9 @@ from datetime import timedelta
 import pytest
 from omegaconf import OmegaConf
 
-from entry_helpers import REPO, compose_train, run_train, tiny_overrides
+from helpers.entry import REPO, compose_train, run_train, tiny_overrides
 from upt_lightning.errors import ConfigError
-from upt_lightning.modules.checkpoints import checkpoint_kind, read_checkpoint
+from upt_lightning.runtime.checkpoints import checkpoint_kind, read_checkpoint
 from upt_lightning.pipeline import run_experiment
 from upt_lightning.pipeline.time_budget import stage_max_time
 
@@ -46,7 +46,7 @@ def test_train_py_runs_the_fno_baseline_end_to_end(tmp_path):
     for key in ("test/nrmse", "test/persistence_nrmse", "test/rollout_nrmse_h3", "test/persistence_rollout_nrmse_h3",
                 "superres/rollout_nrmse_h3"):
         assert results["metrics"][key] > 0, key
-    assert set(results["phase_times_s"]) == {"data_and_checks", "stage2", "test", "plots"}
+    assert set(results["phase_times_s"]) == {"data_and_checks", "stage2", "validate", "test", "plots"}
     assert checkpoint_kind(read_checkpoint(results["operator_ckpt"])) == "fno"  # readable with weights_only=True
     assert "FNO" in done.stdout and "persistence" in done.stdout and "rollout nRMSE" in done.stdout
 
@@ -69,7 +69,7 @@ def test_one_multirun_trains_upt_and_the_fno_and_the_sweep_table_puts_them_side_
                              text=True, cwd=REPO)
     assert summary.returncode == 0, summary.stderr
     header, *rows = (sweep_dir / "sweep_summary.csv").read_text().strip().splitlines()
-    assert header.startswith("job,+experiment,model,train_s,test/rollout_nrmse_h3")
+    assert header.startswith("job,+experiment,model,train_s,val/rollout_nrmse_h3,test/rollout_nrmse_h3")
     assert [row.split(",")[1:3] for row in rows] == [["burgers_upt", "upt"], ["burgers_fno", "fno"]]
     assert (sweep_dir / "rollout_comparison.png").stat().st_size > 0 and "rollout curves:" in summary.stdout
 

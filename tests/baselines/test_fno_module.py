@@ -10,11 +10,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from entry_helpers import compose_train, tiny_overrides
+from helpers.entry import compose_train, tiny_overrides
 from upt_lightning.baselines import FNOModule
 from upt_lightning.baselines.grid_layout import fourier_resample, grid_axes
 from upt_lightning.errors import CheckpointError
-from upt_lightning.modules.checkpoints import checkpoint_kind, read_checkpoint
+from upt_lightning.runtime.checkpoints import checkpoint_kind, read_checkpoint
 from upt_lightning.pipeline.baseline import build_fno_module
 from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.run import build_datamodule
@@ -98,6 +98,13 @@ def test_the_checkpoint_loads_with_weights_only_and_predicts_the_same(trained):
     expected = model.eval().rollout(batch["fields"], batch["coords"], 3)
     torch.testing.assert_close(loaded.rollout(batch["fields"], batch["coords"], 3, dt=batch["dt"]), expected)
     assert expected.shape == batch["targets"].shape
+    # decode_steps: the order asked for, like OperatorModule.rollout; repeats and steps past the end refused.
+    torch.testing.assert_close(loaded.rollout(batch["fields"], batch["coords"], 3, decode_steps=[3, 1]),
+                               expected[:, [2, 0]])
+    with pytest.raises(ValueError, match="more than once"):
+        loaded.rollout(batch["fields"], batch["coords"], 3, decode_steps=[2, 2])
+    with pytest.raises(ValueError, match="outside 1..3"):
+        loaded.rollout(batch["fields"], batch["coords"], 3, decode_steps=[4])
 
 
 @needs_neuralop

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from entry_helpers import compose_train, tiny_overrides
+from helpers.entry import compose_train, tiny_overrides
 from upt_lightning.errors import ConfigError
-from upt_lightning.modules.checkpoints import read_checkpoint
+from upt_lightning.runtime.checkpoints import read_checkpoint
 from upt_lightning.pipeline import run_experiment
 from upt_lightning.pipeline.resume import config_differences
 from upt_lightning.pipeline.time_budget import stage_max_time

@@ -10,7 +10,7 @@ from upt_lightning.data.datamodules import GridDataModule, MeshDataModule
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.scan import validate_source
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 
 def write(path, datasets=None, attrs=None):

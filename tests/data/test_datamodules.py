@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from upt_lightning.data.datamodules import GridDataModule, MeshDataModule
-from upt_lightning.rng_state import collect_rng_states, set_rng_states
+from upt_lightning.runtime.rng_state import collect_rng_states, set_rng_states
 
 
 def write_1d(path, trajectories=10, steps=6, points=5, seed=0):

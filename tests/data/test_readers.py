@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from upt_lightning.errors import DataError
 from upt_lightning.data.readers import (
     MeshSource,
     PDEBench1DSource,
@@ -39,7 +40,7 @@ def write_1d(path, trajectories=3, steps=5, points=8, channels=None):
     return tensor if channels else tensor[..., 0]
 
 
-def write_groups(path, trajectories=2, steps=4, nx=4, ny=3, channels=2, names=True):
+def write_groups(path, trajectories=2, steps=4, nx=4, ny=3, channels=2, names=True, channel_axis=True):
     with h5py.File(path, "w") as f:
         if names:
             f.attrs["field_names"] = [f"q{c}" for c in range(channels)]
@@ -53,8 +54,32 @@ def write_groups(path, trajectories=2, steps=4, nx=4, ny=3, channels=2, names=Tr
                     for j in range(ny):
                         data[k, i, j] = [field(n, k, x[i], y[j], c) for c in range(channels)]
             group = f.create_group(f"{n:04d}")
-            group.create_dataset("data", data=data, compression="lzf")
+            group.create_dataset("data", data=data if channel_axis else data[..., 0], compression="lzf")
             group["grid/x"], group["grid/y"], group["grid/t"] = x, y, t
+
+
+def test_pdebench_groups_without_a_channel_axis_read_as_one_channel_on_the_2d_grid(tmp_path):
+    """(T, X, Y) with grid/x and grid/y: a 2D grid of one field, not a 1D grid of X points with Y channels."""
+    path = tmp_path / "one_field.h5"
+    write_groups(path, nx=5, ny=3, channels=1, names=False, channel_axis=False)
+    source = open_source(path)
+    assert source.grid_shape == (5, 3) and source.coord_dim == 2
+    assert source.field_spec == {"c0": 1} and source.num_points(0) == 15
+    frames = source.frames(1, [2])
+    coords = source.coords(1)
+    assert frames.shape == (1, 15, 1) and coords.shape == (15, 2)
+    for n, (px, py) in enumerate(coords.tolist()):
+        assert frames[0, n, 0].item() == field(1, 2, px, py, 0)
+
+
+def test_pdebench_groups_data_that_fits_neither_reading_of_the_grid_is_refused(tmp_path):
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("0000")
+        group["data"] = np.zeros((4, 5), np.float32)  # no y axis, though the grid names one
+        group["grid/x"], group["grid/y"], group["grid/t"] = np.arange(5.0), np.arange(3.0), np.arange(4.0)
+    with pytest.raises(DataError, match=r"shape \(4, 5\).*2 spatial axes.*\(time, x, y\)"):
+        open_source(path)
 
 
 def test_pdebench_1d_reads_frames_coords_and_first_t_times(tmp_path):

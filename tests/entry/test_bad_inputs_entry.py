@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from bad_input_files import grid_file, grid_overrides, mesh_file, real_checkpoints
-from entry_helpers import TINY_COMMON, compose_train, run_train
+from helpers.bad_input_files import grid_file, grid_overrides, mesh_file, real_checkpoints
+from helpers.entry import TINY_COMMON, compose_train, run_train
 from upt_lightning.errors import is_user_error
 from upt_lightning.pipeline import run_experiment
 

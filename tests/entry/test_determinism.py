@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from entry_helpers import REPO, tiny_overrides
+from helpers.entry import REPO, tiny_overrides
 from upt_lightning.pipeline import run_experiment
 
 

@@ -12,7 +12,7 @@ import signal
 import pytest
 import torch
 
-from entry_helpers import run_train, tiny_overrides
+from helpers.entry import run_train, tiny_overrides
 
 FAULT = "UPT_LIGHTNING_FAULT"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same (and fastest) thread count in every run, so results compare exactly
@@ -26,7 +26,7 @@ def command(tmp_path, name):
 
 def curriculum(log: str) -> dict[int, str]:
     """{epoch: logged inverse weights} of stage 2 (the last value logged for each epoch)."""
-    return {int(e): w for e, w in re.findall(r"epoch (\d+): inverse-loss weights (\{.*\})", log)}
+    return {int(e): w for e, w in re.findall(r"epoch (\d+) \([^)]*\): inverse-loss weights (\{.*\})", log)}
 
 
 def cached_autoencoder(tmp_path, name):

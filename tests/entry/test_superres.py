@@ -6,9 +6,9 @@ import h5py
 import pytest
 import torch
 
-from entry_helpers import compose_train, tiny_overrides
+from helpers.entry import compose_train, tiny_overrides
 from upt_lightning.data.generate import generate_dataset
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 from upt_lightning.modules import OperatorModule
 from upt_lightning.pipeline.run import build_datamodule
 from upt_lightning.pipeline.stage1 import build_autoencoder

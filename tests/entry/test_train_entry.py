@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from entry_helpers import REPO, compose_train, run_train, tiny_overrides
+from helpers.entry import REPO, compose_train, run_train, tiny_overrides
 from upt_lightning.errors import ConfigError
 from upt_lightning.pipeline import run_experiment
 
@@ -25,6 +25,9 @@ def test_every_experiment_composes_and_runs_fast_dev_run(experiment, tmp_path):
     assert metrics["test/nrmse"] > 0 and metrics["test/persistence_nrmse"] > 0
     assert "test/rollout_nrmse_h3" in metrics
     assert (tmp_path / "run" / "results.json").is_file()
+    # The objective a sweep minimises is the validation metric of the best checkpoint, not a test metric.
+    assert results["objective_metric"] == "val/rollout_nrmse_h3"
+    assert results["objective"] == metrics["val/rollout_nrmse_h3"] > 0
 
 
 @pytest.mark.slow
@@ -44,7 +47,7 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     assert "GPU available" in done.stdout and "GPU available" in (run_dir / "train.log").read_text()
     assert "GPU available" not in done.stderr and "Tip:" not in done.stdout + done.stderr
     phases = results["phase_times_s"]
-    assert set(phases) == {"data_and_checks", "stage1", "stage2", "test", "plots"}
+    assert set(phases) == {"data_and_checks", "stage1", "stage2", "validate", "test", "plots"}
     assert 0 < sum(phases.values()) <= results["wall_time_s"] + 0.5
 
     # The same stage-1 configuration again: the cached autoencoder is reused, and the log says so.
@@ -116,6 +119,9 @@ def test_latent_cache_with_a_trainable_encoder_fails_before_training(tmp_path):
         ("+optim.momentum=0.9", "optim.momentum"),
         ("+model.grid_encoder.pooling=bogus", "model.grid_encoder.pooling"),
         ("+model.grid_encoder.pooling=patch", "model.latent_tokens"),
+        ("objective=test/rollout_nrmse_h3", "objective"),
+        ("objective=val/rollout_nrmse_h10", "data.rollout_horizon"),
+        ("loss.lambda_inv_enc=0.1", "loss.inverse_loss_max_weight"),
     ],
 )
 def test_impossible_settings_fail_before_training_naming_the_key(override, key, tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from module_helpers import loader, make_trainer, tiny_autoencoder
+from helpers.modules import loader, make_trainer, tiny_autoencoder
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from module_helpers import TINY_OPERATOR, grid_coords, loader, make_trainer, travelling_waves
+from helpers.modules import TINY_OPERATOR, grid_coords, loader, make_trainer, travelling_waves
 from upt_lightning.modules import AutoencoderModule, OperatorModule
 
 STATS = {
@@ -69,6 +69,32 @@ def test_rollout_decodes_only_requested_steps_and_any_points(trained_operator):
     fine = grid_coords((16, 16)).expand(2, -1, -1)
     super_res = model.rollout(fields, coords, steps=4, query_points=fine, decode_steps=[4])
     assert super_res.shape == (2, 1, 256, 2) and torch.isfinite(super_res).all()
+
+
+@pytest.mark.parametrize("mode", ["latent", "physical"])
+def test_rollout_returns_decode_steps_in_the_order_asked_for(trained_operator, mode):
+    model, _ = trained_operator
+    model.eval()
+    fields, coords = raw_inputs()
+    full = model.rollout(fields, coords, steps=4, mode=mode)
+    torch.testing.assert_close(model.rollout(fields, coords, steps=4, mode=mode, decode_steps=[3, 1]),
+                               full[:, [2, 0]])
+    torch.testing.assert_close(model.rollout(fields, coords, steps=4, mode=mode, decode_steps=(4, 2, 3)),
+                               full[:, [3, 1, 2]])
+
+
+@pytest.mark.parametrize("decode_steps, message", [
+    ([2, 2], r"step\(s\) \[2\] more than once"),
+    ([1, 5], r"step\(s\) \[5\] outside 1\.\.4"),
+    ([0], r"step\(s\) \[0\] outside 1\.\.4"),
+    ([], "empty"),
+    ([1.5], "integer steps"),
+])
+def test_rollout_refuses_duplicate_or_out_of_range_decode_steps(trained_operator, decode_steps, message):
+    model, _ = trained_operator
+    fields, coords = raw_inputs()
+    with pytest.raises(ValueError, match=message):
+        model.rollout(fields, coords, steps=4, decode_steps=decode_steps)
 
 
 def test_physical_rollout_reencodes_every_step(trained_operator):

@@ -3,10 +3,10 @@
 import csv
 
 import pytest
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from module_helpers import TINY_OPERATOR, loader, make_trainer, tiny_autoencoder
+from helpers.modules import TINY_OPERATOR, loader, make_trainer, tiny_autoencoder
 from upt_lightning.callbacks import InverseLossCurriculum
 from upt_lightning.modules import OperatorModule
 
@@ -59,6 +59,45 @@ def test_weights_are_applied_logged_and_survive_resume(autoencoder_ckpt, tmp_pat
     assert resumed_trainer.current_epoch == 4
     resumed = logged_weights(tmp_path / "second")
     assert resumed == {2: straight[2], 3: straight[3]}
+
+
+class WeightsInEffect(Callback):
+    """Records (epoch, batch_idx, inverse weights, effective weights) after every training batch."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append((trainer.current_epoch, batch_idx, dict(pl_module.inverse_weights),
+                          pl_module.operator_loss.weights(batch_idx)))
+
+
+def test_mid_epoch_resume_trains_the_rest_of_the_epoch_with_the_curriculum_weights(autoencoder_ckpt, tmp_path):
+    """A checkpoint written in the middle of epoch 1 (every_n_train_steps): on resume Lightning skips
+    on_train_epoch_start for that epoch, and the rest of it must still train with the curriculum's weights
+    (0 during the warm-up), not the module's base weights."""
+    ckpt_dir = tmp_path / "ckpts"
+
+    def fit(max_epochs, ckpt_path=None):
+        record = WeightsInEffect()
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=6, save_top_k=-1, filename="{step}")
+        trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=4, limit_val_batches=0, logger=False,
+                               callbacks=[InverseLossCurriculum(), record, checkpoint], enable_checkpointing=True)
+        trainer.fit(operator(autoencoder_ckpt, inverse_loss_frequency=1), train_dataloaders=loader(),
+                    ckpt_path=ckpt_path)
+        return record.seen
+
+    straight = fit(3)
+    mid_epoch = ckpt_dir / "step=6.ckpt"  # after batch 1 of epoch 1 (4 batches per epoch)
+    assert mid_epoch.is_file()
+    resumed = fit(3, ckpt_path=str(mid_epoch))
+    assert resumed[0][0] == 1, "the resumed fit should continue inside epoch 1"
+    expected = {(epoch, idx): (inverse, weights) for epoch, idx, inverse, weights in straight}
+    for epoch, idx, inverse, weights in resumed:
+        assert (inverse, weights) == expected[(epoch, idx)], f"epoch {epoch} batch {idx}"
+    # Epoch 1 is still inside the warm-up (weight 0 up to and at epoch == warmup), epoch 2 at the capped weight.
+    assert all(w["lambda_inv_enc"] == 0.0 for e, _, w, _ in resumed if e == 1)
+    assert [w["lambda_inv_enc"] for e, _, w, _ in resumed if e == 2] == [pytest.approx(0.015)] * 4
 
 
 def test_callback_refuses_a_module_without_inverse_weights(autoencoder_ckpt):

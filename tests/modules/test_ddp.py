@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from module_helpers import WindowDataset, make_trainer, tiny_autoencoder, travelling_waves
+from helpers.modules import WindowDataset, make_trainer, tiny_autoencoder, travelling_waves
 from upt_lightning.query_sampling import sample_uniform_queries
 
 BATCH = 8  # global batch; 24 windows = 3 optimizer steps

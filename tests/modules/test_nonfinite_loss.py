@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from module_helpers import TINY_OPERATOR, WindowDataset, make_trainer, tiny_autoencoder, travelling_waves
+from helpers.modules import TINY_OPERATOR, WindowDataset, make_trainer, tiny_autoencoder, travelling_waves
 from upt_lightning.errors import ConfigError, NonFiniteLossError, is_user_error
 from upt_lightning.modules import OperatorModule
 

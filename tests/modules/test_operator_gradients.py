@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from module_helpers import TINY_OPERATOR, loader, make_trainer
+from helpers.modules import TINY_OPERATOR, loader, make_trainer
 from upt_lightning.modules import OperatorModule
 
 TERMS = {

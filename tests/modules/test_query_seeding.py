@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from module_helpers import loader, make_trainer, tiny_autoencoder
+from helpers.modules import loader, make_trainer, tiny_autoencoder
 from upt_lightning.modules.seeding import mix_seed
 
 

@@ -18,7 +18,8 @@ from upt_lightning.modules.forecasting import ForecastEvaluationMixin
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
 from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
-from upt_lightning.process_group import destroy_process_group_at_exit
+from upt_lightning.modules.rollout import check_decode_steps
+from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 
 def modes_per_axis(n_modes: int | Sequence[int], grid_shape: Sequence[int]) -> tuple[int, ...]:
@@ -140,19 +141,20 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         return grid + self.fno(grid)
 
     def _roll(self, grid: torch.Tensor, steps: int, keep: Sequence[int]) -> torch.Tensor:
-        """Normalised (B, C, *grid) -> the kept 1-based steps as normalised points (B, len(keep), N, C)."""
-        outputs = []
-        for k in range(1, steps + 1):
+        """Normalised (B, C, *grid) -> the kept 1-based steps, in ``keep``'s order, as normalised points
+        (B, len(keep), N, C); no step past the last kept one is taken."""
+        outputs = {}
+        for k in range(1, max(keep) + 1):
             grid = self.step_grid(grid)
             if k in keep:
-                outputs.append(to_points(grid))
-        return torch.stack(outputs, dim=1)
+                outputs[k] = to_points(grid)
+        return torch.stack([outputs[k] for k in keep], dim=1)
 
     def predict_next_normalised(self, b: PreparedBatch) -> torch.Tensor:
         return to_points(self.step_grid(to_grid(b.fields, self.grid_shape)))
 
     def rollout_batch_normalised(self, b: PreparedBatch, steps: int) -> torch.Tensor:
-        return self._roll(to_grid(b.fields, self.grid_shape), steps, range(1, steps + 1))
+        return self._roll(to_grid(b.fields, self.grid_shape), steps, list(range(1, steps + 1)))
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
@@ -188,14 +190,15 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
                 grid (default) or a finer one: the input is interpolated onto it (trigonometric
                 interpolation) and every step runs there with the same weights (zero-shot super-resolution).
             mask: None; the FNO reads grids, not padded meshes.
-            decode_steps: 1-based steps to return (default all).
+            decode_steps: distinct 1-based steps in ``1..steps`` to return, in the order wanted (default all).
         Returns:
-            raw predictions (B, S, Q, C), S = len(decode_steps) or steps.
+            raw predictions (B, S, Q, C), S = len(decode_steps) or steps, in the order of ``decode_steps``.
         """
         if mask is not None:
             raise ValueError("the FNO baseline reads grids: mask must be None (padded meshes are not grids)")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        keep = check_decode_steps(decode_steps, steps)
         norm = self.normalizer
         if dt is not None and not torch.allclose(norm.normalize_dt(dt), torch.ones((), device=norm.dt_ref.device),
                                                  rtol=1e-3):
@@ -204,7 +207,6 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         grid = to_grid(norm.normalize_fields(fields.float()), self.grid_shape)
         if query_points is not None and query_points is not coords:
             grid = fourier_resample(grid, grid_axes(coords, "coords"), grid_axes(query_points, "query_points"))
-        keep = range(1, steps + 1) if decode_steps is None else list(decode_steps)
         return norm.denormalize_fields(self._roll(grid, steps, keep))
 
     def forward(self, fields, coords, dt=None, query_points=None, mask=None) -> torch.Tensor:

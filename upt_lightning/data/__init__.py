@@ -19,7 +19,7 @@ from upt_lightning.data.readers import (
 )
 from upt_lightning.data.split_stats import compute_stats, split_trajectories
 from upt_lightning.data.scan import validate_source
-from upt_lightning.data.validation import DataError, DataFileNotFoundError
+from upt_lightning.errors import DataError, DataFileNotFoundError
 
 __all__ = [
     "DataError",

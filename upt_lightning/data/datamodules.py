@@ -22,7 +22,8 @@ from upt_lightning.data.even_shards import even_eval_shards
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.split_stats import check_split, compute_stats, split_trajectories
-from upt_lightning.data.validation import DataError, DataFileNotFoundError
+from upt_lightning.errors import DataError, DataFileNotFoundError
+from upt_lightning.data.workers import check_num_workers, resolve_num_workers
 
 
 class TrajectoryDataModule(L.LightningDataModule):
@@ -43,7 +44,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         generate: str | None = None,
         generate_options: dict | None = None,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         train_horizon: int = 1,
         rollout_horizon: int = 10,
         frame_stride: int = 1,
@@ -65,10 +66,9 @@ class TrajectoryDataModule(L.LightningDataModule):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        if num_workers < 0 or rollout_start < 0:
-            raise ValueError(
-                f"num_workers and rollout_start must be >= 0, got {num_workers}, {rollout_start}"
-            )
+        check_num_workers(num_workers)
+        if rollout_start < 0:
+            raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
         self.save_hyperparameters()
         # A str, not a Path, so checkpoints holding these hyperparameters load with weights_only=True.
         self.hparams["path"] = str(path)
@@ -147,6 +147,11 @@ class TrajectoryDataModule(L.LightningDataModule):
                 f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule"
             )
 
+    def _processes_per_node(self) -> int:
+        """Training processes sharing this node's CPUs: the trainer's devices per node (1 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
+
     def _loaded(self) -> TrajectorySource:
         if self.source is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not run; call setup() first")
@@ -204,7 +209,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool, collate_fn=None) -> DataLoader:
-        workers = self.hparams.num_workers
+        workers = resolve_num_workers(self.hparams.num_workers, self._processes_per_node())
         if shuffle:
             # The shuffle is the loader's only draw from torch's global generator: one seed when each
             # epoch's iteration starts (RandomSampler without a generator). The workers' base seed

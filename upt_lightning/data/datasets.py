@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from upt_lightning.data.readers.base import TrajectorySource
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 
 class TrajectoryWindows(Dataset):

@@ -4,7 +4,7 @@ With a frozen encoder, stage 2 encodes the same frames in every epoch. ``LatentC
 encodes every window of a :class:`TrajectoryWindows` once (batched, ``no_grad``, eval mode) and
 serves the window's items with ``"latents"`` added; ``OperatorModule.training_step`` then skips
 both encoder calls. By default the fields stay in the items because the inverse losses compare
-decoded predictions with them (a configured loss must run, FINDINGS item 8). Built with
+decoded predictions with them (a configured loss must run, never be skipped for lack of inputs). Built with
 ``fields=False`` (when no loss term reads fields, ``OperatorModule.training_reads_fields()``) an item
 is only its latents and ``dt``: nothing is read from the data file while training.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from upt_lightning.data.readers.base import TrajectorySource
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 
 def validate_source(source: TrajectorySource, chunk_frames: int = 16) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from upt_lightning.data.readers.base import TrajectorySource
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 STD_FLOOR = 1e-6
 """Smallest std used for normalisation, so a constant channel does not divide by zero."""

@@ -32,6 +32,8 @@ TERMS = {
     "L_rollout": ("lambda_rollout", ("pred_rollout", "target_rollout")),
     "L_spectral": ("lambda_spectral", ("spectral_pred", "spectral_target", "grid_shape")),
 }
+TERM_WEIGHT_KEYS = tuple(key for key, _ in TERMS.values())  # the one list of the terms' weight keys
+INVERSE_WEIGHT_KEYS = (TERMS["L_inv_enc"][0], TERMS["L_inv_dec"][0])  # the weights the curriculum ramps in
 
 
 @dataclass
@@ -58,7 +60,7 @@ def _effective_weights(weights: Mapping | None, current_epoch: int | None) -> di
     warmup = check_non_negative_int("inverse_loss_warmup_epochs", merged["inverse_loss_warmup_epochs"])
     cap = check_weight("inverse_loss_max_weight", merged["inverse_loss_max_weight"])
     if current_epoch is not None:
-        for key in ("lambda_inv_enc", "lambda_inv_dec"):
+        for key in INVERSE_WEIGHT_KEYS:
             out[key] = compute_inverse_loss_curriculum_weight(current_epoch, out[key], warmup, cap)
     return out
 
@@ -110,10 +112,11 @@ def compute_operator_loss_bundle(
     negative weights raise ValueError.
 
     A term with a non-zero weight whose inputs are missing raises ValueError naming them: a
-    configured loss runs or fails, it is never skipped silently (FINDINGS item 8; the seed
-    skipped it). To apply the inverse losses only every n-th batch (the seed's
-    ``inverse_loss_frequency``, which counts *batches*, not epochs), pass their weights as 0 on
-    the other batches.
+    configured loss runs or fails, it is never skipped silently (the seed's implementation skipped
+    a term whose inputs were missing, so a configured loss could do nothing without a word). To
+    apply the inverse losses only every n-th batch (the seed's ``inverse_loss_frequency``, which
+    counts *batches*, not epochs), pass their weights as 0 on the other batches: ``OperatorLoss``
+    (operator_loss.py) does, and is what the training modules call.
 
     With ``current_epoch`` set, both inverse weights follow
     ``compute_inverse_loss_curriculum_weight`` with ``inverse_loss_warmup_epochs`` (15) and

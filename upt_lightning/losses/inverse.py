@@ -1,7 +1,9 @@
 """UPT's inverse losses: decode-then-compare in physical space, re-encode-then-compare in latent space.
 
 Both keep gradients flowing into ``latent``: with a frozen encoder/decoder (parameters that do not
-require grad) they train whatever produced the latent, e.g. the latent operator (FINDINGS item 1).
+require grad) they train whatever produced the latent, e.g. the latent operator. (The seed's implementation
+evaluated them on the encoded *input* frame, so with a frozen autoencoder no trainable parameter
+received a gradient from them.)
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def spectral_loss(pred: Fields, target: Fields, grid_shape: Sequence[int]) -> to
 
     ``pred``, ``target``: physical fields ``(B, N, C)`` or ``{name: (B, N, C_f)}`` on a regular
     grid with ``N = prod(grid_shape)`` points in row-major order (not latents: the latent feature
-    axis has no spatial meaning, FINDINGS item 5). With ``P = rfftn(pred)`` and
+    axis has no spatial meaning, so a spectrum over it measures nothing physical). With ``P = rfftn(pred)`` and
     ``T = rfftn(target)`` taken over the spatial axes of ``(B, *grid_shape, C)`` with
     ``norm="ortho"``::
 

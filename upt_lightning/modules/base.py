@@ -16,11 +16,10 @@ from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy
 from upt_lightning.modules.normalizer import FieldNormalizer
 from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
 from upt_lightning.modules.seeding import mix_seed
-from upt_lightning.process_group import destroy_process_group_at_exit
+from upt_lightning.query_sampling import STRATEGIES
+from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 log = logging.getLogger("upt_lightning.modules")
-
-QUERY_STRATEGIES = ("uniform", "stratified")
 
 
 @dataclass
@@ -88,8 +87,8 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         super().__init__()
         if num_queries is not None and int(num_queries) <= 0:
             raise ValueError(f"sampling.num_queries must be positive or null (all points), got {num_queries}")
-        if query_strategy not in QUERY_STRATEGIES:
-            raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {QUERY_STRATEGIES}")
+        if query_strategy not in STRATEGIES:
+            raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {STRATEGIES}")
         check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr)
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)

@@ -9,19 +9,18 @@ from typing import Any, Literal
 import torch
 
 from upt_lightning.fields import channel_names, split_fields
-from upt_lightning.losses import compute_operator_loss_bundle, inverse_encoding_loss
+from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
-from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint
+from upt_lightning.runtime.checkpoints import adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
-
-ROLLOUT_MODES = ("latent", "physical")
+from upt_lightning.modules.rollout import ROLLOUT_MODES, LatentRolloutMixin
 
 # Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
+class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase):
     """Latent time-stepping surrogate with UPT's inverse losses (stage 2).
 
     One training step: z_t = E(u_t) (frozen), z_pred = operator(z_t, dt), target z_next = E(u_next);
@@ -97,16 +96,18 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
                 "freeze_autoencoder=True with an untrained encoder/decoder would freeze random weights: "
                 "give autoencoder_ckpt=PATH from stage 1, or set freeze_autoencoder=False"
             )
-        for name, value in (("lambda_forward", lambda_forward), ("lambda_inv_enc", lambda_inv_enc),
-                            ("lambda_inv_dec", lambda_inv_dec), ("lambda_rollout", lambda_rollout),
-                            ("lambda_spectral", lambda_spectral), ("lambda_recon", lambda_recon),
-                            ("inverse_loss_max_weight", inverse_loss_max_weight)):
+        for name, value in (("lambda_recon", lambda_recon), ("inverse_loss_max_weight", inverse_loss_max_weight)):
             if value < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {value}")
-        if int(inverse_loss_frequency) < 1:
-            raise ValueError(f"loss.inverse_loss_frequency must be >= 1 (every N batches), got {inverse_loss_frequency}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
+        operator_loss = OperatorLoss(
+            dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
+                 lambda_rollout=lambda_rollout, lambda_spectral=lambda_spectral),
+            inverse_frequency=inverse_loss_frequency, warmup_epochs=inverse_loss_warmup_epochs,
+            max_weight=inverse_loss_max_weight, use_inverse=use_inverse_losses,
+        )
         arch = {k: autoencoder[k] for k in ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder",
                                             "latent_tokens", "latent_dim") if k in autoencoder}
         super().__init__(
@@ -116,10 +117,7 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
         )
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
-            for name in ("encoder", "decoder", "normalizer"):
-                prefix = f"{name}."
-                sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                getattr(self, name).load_state_dict(sub, strict=True)
+            adopt_autoencoder_state(self, state)
         self.save_hyperparameters()
         # Checkpoints of this module carry the stage-1 weights in their state_dict: store the architecture,
         # not the path, so loading never needs the stage-1 file again.
@@ -130,8 +128,13 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
             for module in (self.encoder, self.decoder):
                 module.requires_grad_(False)
                 module.eval()
-        self.inverse_weights = {"lambda_inv_enc": float(lambda_inv_enc), "lambda_inv_dec": float(lambda_inv_dec)}
+        self.operator_loss = operator_loss
         self.init_forecast_evaluation(channel_names(self.field_spec))
+
+    @property
+    def inverse_weights(self) -> dict[str, float]:
+        """The inverse terms' weights in the current epoch (curriculum applied, batch frequency not)."""
+        return self.operator_loss.inverse_weights()
 
     # ----------------------------------------------------------- frozen parts
     def train(self, mode: bool = True):
@@ -200,17 +203,10 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
                 latents.append(self.step(latents[-1], dt))
             pred_rollout, target_rollout = torch.stack(latents, dim=1), z_targets
 
-        inverse_now = bool(hp.use_inverse_losses) and batch_idx % int(hp.inverse_loss_frequency) == 0
-        weights = {
-            "lambda_forward": hp.lambda_forward,
-            "lambda_inv_enc": self.inverse_weights["lambda_inv_enc"] if inverse_now else 0.0,
-            "lambda_inv_dec": self.inverse_weights["lambda_inv_dec"] if inverse_now else 0.0,
-            "lambda_rollout": hp.lambda_rollout,
-            "lambda_spectral": hp.lambda_spectral,
-        }
-        bundle = compute_operator_loss_bundle(
-            encoded_latent=z_pred, pred_next=z_pred, target_next=z_targets[:, 0], pred_rollout=pred_rollout,
-            target_rollout=target_rollout, weights=weights, current_epoch=None, num_queries=hp.num_queries,
+        weights = self.operator_loss.weights(batch_idx)
+        bundle = self.operator_loss(
+            batch_idx, encoded_latent=z_pred, pred_next=z_pred, target_next=z_targets[:, 0],
+            pred_rollout=pred_rollout, target_rollout=target_rollout, num_queries=hp.num_queries,
             query_strategy=hp.query_strategy, grid_shape=self.grid_shape, generator=self.query_generator(),
             per_sample=hp.per_sample_queries, sampled_gradient=bool(hp.sampled_inverse_gradient),
             **self._field_loss_inputs(b, z_pred, weights),
@@ -231,9 +227,9 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
         logs["train/loss"] = loss
         self.log_dict(logs, batch_size=size)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
+        inverse = self.inverse_weights
         self.log_dict(
-            {"train/w_inv_enc": self.inverse_weights["lambda_inv_enc"],
-             "train/w_inv_dec": self.inverse_weights["lambda_inv_dec"]},
+            {"train/w_inv_enc": inverse["lambda_inv_enc"], "train/w_inv_dec": inverse["lambda_inv_dec"]},
             on_step=False, on_epoch=True, batch_size=size, sync_dist=True,  # equal on all ranks; quiets DDP's advice
         )
         return loss
@@ -255,74 +251,3 @@ class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
             encoder=self.encoder, query_positions=b.coords, coords=b.coords, meta=b.meta, mask=b.mask,
             spectral_pred=spectral_pred, spectral_target=next_fields if spectral_pred is not None else None,
         )
-
-    # ------------------------------------------------------------- evaluation
-    def predict_next_normalised(self, b) -> torch.Tensor:
-        """Encode, one operator step, decode at the batch's points: normalised (B, N, C)."""
-        return self.decode(self.step(self.encode(b.fields, b.coords, b.meta), b.dt), b.coords)
-
-    def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
-        """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
-        return self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
-                                        self.hparams.rollout_eval_mode)
-
-    # -------------------------------------------------------------- inference
-    def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):
-        """Normalised fields (B, N, C) -> normalised predictions (B, S, Q, C) for the decoded steps."""
-        wanted = set(range(1, steps + 1)) if decode_steps is None else set(decode_steps)
-        latent = self.encode(fields, coords, meta)
-        outputs = []
-        same_points = query_points is coords
-        for k in range(1, steps + 1):
-            latent = self.step(latent, dt)
-            reencode = mode == "physical" and k < steps
-            on_grid = self.decode(latent, coords) if reencode else None
-            if k in wanted:
-                # Physical mode already decoded at coords: reuse it instead of decoding twice.
-                outputs.append(on_grid if same_points and on_grid is not None else self.decode(latent, query_points))
-            if reencode:
-                latent = self.encode(on_grid, coords, meta)
-        return torch.stack(outputs, dim=1)
-
-    @torch.no_grad()
-    def rollout(
-        self,
-        fields: torch.Tensor,
-        coords: torch.Tensor,
-        steps: int,
-        dt: torch.Tensor | float | None = None,
-        query_points: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        mode: str = "latent",
-        decode_steps: Sequence[int] | None = None,
-    ) -> torch.Tensor:
-        """Autoregressive prediction in physical units.
-
-        Args:
-            fields: raw fields (B, N, C) at raw ``coords`` (B, N, d); mask (B, N) for padded meshes.
-            steps: number of operator steps.
-            dt: physical time step (float or (B,)); default one training frame.
-            query_points: raw points (B, Q, d) to decode at (default ``coords``): any resolution.
-            mode: "latent" encodes once and steps in latent space; "physical" decodes and re-encodes
-                at ``coords`` after every step.
-            decode_steps: 1-based steps to decode (default all); others are never decoded in latent mode.
-        Returns:
-            raw predictions (B, S, Q, C), S = len(decode_steps) or steps.
-        """
-        if mode not in ROLLOUT_MODES:
-            raise ValueError(f"mode={mode!r} is unknown; choose one of {ROLLOUT_MODES}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        norm = self.normalizer
-        points = norm.normalize_coords(coords)
-        queries = points if query_points is None else norm.normalize_coords(query_points)
-        step_dt = norm.normalize_dt(norm.dt_ref if dt is None else dt).reshape(-1).expand(fields.shape[0])
-        pred = self._rollout_normalised(
-            norm.normalize_fields(fields), points, self.encoder_meta(mask), step_dt, steps, queries, mode,
-            decode_steps,
-        )
-        return norm.denormalize_fields(pred)
-
-    def forward(self, fields, coords, dt=None, query_points=None, mask=None) -> torch.Tensor:
-        """Raw fields (B, N, C) -> raw next-step prediction (B, Q, C)."""
-        return self.rollout(fields, coords, 1, dt=dt, query_points=query_points, mask=mask)[:, 0]

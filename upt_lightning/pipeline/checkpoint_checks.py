@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import CheckpointError
-from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint, read_checkpoint
+from upt_lightning.runtime.checkpoints import load_autoencoder_checkpoint, read_checkpoint
 
 
 def _plain(value: Any) -> Any:

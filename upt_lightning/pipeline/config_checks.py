@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
+from upt_lightning.losses.bundle import INVERSE_WEIGHT_KEYS, TERM_WEIGHT_KEYS
 from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.nonfinite import NAN_POLICIES
 from upt_lightning.modules.optim import check_optim_settings
@@ -16,8 +18,7 @@ from upt_lightning.pipeline.time_budget import check_time_limits
 from upt_lightning.query_sampling import STRATEGIES
 
 FNO_SETTINGS = ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs")  # conf/model/fno.yaml
-LOSS_WEIGHTS = ("lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout", "lambda_spectral",
-                "lambda_recon", "inverse_loss_max_weight")
+LOSS_WEIGHTS = (*TERM_WEIGHT_KEYS, "lambda_recon", "inverse_loss_max_weight")
 
 
 def _positive_int(cfg: DictConfig, key: str, value, allow_none: bool = False) -> None:
@@ -94,10 +95,47 @@ def _check_fno(cfg: DictConfig) -> None:
     require_neuralop()
 
 
+def _check_objective(cfg: DictConfig) -> None:
+    """The objective of sweeps and searches must be a validation metric the run logs."""
+    objective = cfg.get("objective")
+    if objective is None:
+        return
+    if not isinstance(objective, str) or not objective.startswith("val/"):
+        raise ConfigError(
+            f"objective={objective!r}: sweeps and searches minimise it, so it must be a validation metric "
+            "(val/..., for example val/rollout_nrmse_h10); the test metrics are reported beside it, and "
+            "choosing hyperparameters on them would make the test figures optimistic"
+        )
+    horizon = re.search(r"_h(\d+)$", objective)
+    rollout_horizon = cfg.data.get("rollout_horizon")
+    if horizon and rollout_horizon is not None and int(horizon.group(1)) > rollout_horizon:
+        raise ConfigError(
+            f"objective={objective} names horizon {horizon.group(1)}, but rollouts are evaluated up to "
+            f"data.rollout_horizon={rollout_horizon}: name a horizon of at most {rollout_horizon} "
+            f"(for example objective=val/rollout_nrmse_h{rollout_horizon}) or raise data.rollout_horizon"
+        )
+
+
+def _check_inverse_cap(cfg: DictConfig) -> None:
+    """A weight above the curriculum's cap would silently train with the cap (and a sweep over it would
+    give identical runs for different values)."""
+    cap = cfg.loss.get("inverse_loss_max_weight")
+    if cap is None:
+        return
+    for name in INVERSE_WEIGHT_KEYS:
+        value = cfg.loss.get(name)
+        if value is not None and value > cap:
+            raise ConfigError(
+                f"loss.{name}={value} exceeds loss.inverse_loss_max_weight={cap}, which caps it: the run would "
+                f"train with {cap}. Raise the cap (loss.inverse_loss_max_weight={value}) or lower the weight"
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
     if model_kind(cfg) == "fno":
         _check_fno(cfg)
+    _check_objective(cfg)
     check_time_limits(cfg)
     _check_optim(cfg)
     _check_nan_policy(cfg)
@@ -109,6 +147,7 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.loss.get(name)
         if value is not None and value < 0:
             raise ConfigError(f"loss.{name}={value} must be >= 0")
+    _check_inverse_cap(cfg)
     _positive_int(cfg, "loss.inverse_loss_frequency", cfg.loss.inverse_loss_frequency)
     if cfg.loss.inverse_loss_warmup_epochs < 0:
         raise ConfigError(f"loss.inverse_loss_warmup_epochs={cfg.loss.inverse_loss_warmup_epochs} must be >= 0")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from upt_lightning.checkpoint_io import atomic_write_bytes
+from upt_lightning.runtime.checkpoint_io import atomic_write_bytes
 from upt_lightning.data.scan import validate_source
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 log = logging.getLogger("upt_lightning.pipeline")
 

@@ -5,6 +5,7 @@ Zero-shot super-resolution: superres.py."""
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,29 +20,42 @@ from upt_lightning.modules import OperatorModule
 log = logging.getLogger("upt_lightning.pipeline")
 
 
-def keep_fit_logs(trainer: pl.Trainer) -> None:
-    """Under ddp_spawn give trainer.test its own CSV log directory (``<log dir>/test``).
+_FIT_LOGGERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # trainer -> the loggers of its fit
+
+
+def keep_fit_logs(trainer: pl.Trainer, split: str = "test") -> None:
+    """Under ddp_spawn give trainer.validate/test its own CSV log directory (``<fit log dir>/<split>``).
 
     Each spawned call starts fresh processes, whose new CSVLogger writer deletes the metrics.csv it finds:
     the fit's losses and validation metrics. On one process the writer lives on and appends instead.
     """
     if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
         return
+    fit_loggers = _FIT_LOGGERS.setdefault(trainer, list(trainer.loggers))
     trainer.loggers = [
-        CSVLogger(save_dir=logger.log_dir, name="", version="test") if isinstance(logger, CSVLogger) else logger
-        for logger in trainer.loggers
+        CSVLogger(save_dir=logger.log_dir, name="", version=split) if isinstance(logger, CSVLogger) else logger
+        for logger in fit_loggers
     ]
 
 
-def test_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule) -> dict[str, float]:
-    """Run trainer.test; returns the merged {name: value} of both test loaders."""
-    keep_fit_logs(trainer)
-    results = trainer.test(model, datamodule=datamodule, verbose=False)
+def split_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule, split: str) -> dict[str, float]:
+    """Evaluate ``model`` on the validation (``split="val"``) or test split with trainer.validate/test;
+    returns the merged {name: value} of both loaders (one-step and rollout), e.g. ``val/rollout_nrmse_h10``."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    keep_fit_logs(trainer, split)
+    run = trainer.validate if split == "val" else trainer.test
+    results = run(model, datamodule=datamodule, verbose=False)
     merged: dict[str, float] = {}
     for loader_results in results:
         for key, value in loader_results.items():
             merged[key.split("/dataloader_idx_")[0]] = float(value)
     return merged
+
+
+def test_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule) -> dict[str, float]:
+    """Run trainer.test; returns the merged {name: value} of both test loaders."""
+    return split_metrics(trainer, model, datamodule, "test")
 
 
 def _first_batch_to(loader, device):

@@ -20,9 +20,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.checkpoint_io import remove_stale_temp_files
+from upt_lightning.runtime.checkpoint_io import remove_stale_temp_files
 from upt_lightning.errors import CheckpointError, ConfigError
-from upt_lightning.modules.checkpoints import KIND_NAMES, checkpoint_kind, read_checkpoint
+from upt_lightning.runtime.checkpoints import KIND_NAMES, checkpoint_kind, read_checkpoint
 from upt_lightning.pipeline.model_kind import model_kind
 
 log = logging.getLogger("upt_lightning.pipeline")

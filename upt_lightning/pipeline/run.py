@@ -17,7 +17,7 @@ from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.baseline import train_fno
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
 from upt_lightning.pipeline.data_checks import validate_data_once
-from upt_lightning.pipeline.evaluate import example_rollout, test_metrics, write_config
+from upt_lightning.pipeline.evaluate import example_rollout, split_metrics, test_metrics, write_config
 from upt_lightning.pipeline.model_kind import LABELS, model_kind
 from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
@@ -107,7 +107,10 @@ def run_experiment(cfg: DictConfig) -> dict:
         trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
     lap("stage2")
 
-    metrics: dict = {}
+    # The objective of sweeps and searches is a validation metric of the best checkpoint: hyperparameters
+    # chosen on the test split would make its figures optimistic. Test metrics are reported beside it.
+    metrics: dict = split_metrics(trainer, model, datamodule, "val")
+    lap("validate")
     if cfg.evaluate.test:
         metrics.update(test_metrics(trainer, model, datamodule))
         metrics.update(superres_metrics(cfg, model, datamodule))

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.checkpoint_io import atomic_copy, atomic_write_bytes
+from upt_lightning.runtime.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.recipes import GENERATOR
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 from upt_lightning.baselines import FNOModule
 from upt_lightning.metrics import RolloutErrorMetrics
 from upt_lightning.modules import OperatorModule

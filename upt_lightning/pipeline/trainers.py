@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.callbacks import LatentCacheCallback
-from upt_lightning.checkpoint_io import AtomicCheckpointIO
-from upt_lightning.faults import fault_hooks
+from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
+from upt_lightning.runtime.faults import fault_hooks
 from upt_lightning.pipeline.time_budget import stage_max_time
-from upt_lightning.rng_state import RNGStateCheckpoint
+from upt_lightning.runtime.rng_state import RNGStateCheckpoint
 
 
 def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:

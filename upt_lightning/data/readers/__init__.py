@@ -17,7 +17,8 @@ from upt_lightning.data.readers.mesh import MeshSource
 from upt_lightning.data.readers.pdebench_1d import PDEBench1DSource
 from upt_lightning.data.readers.pdebench_cfd import PDEBenchCFDSource
 from upt_lightning.data.readers.pdebench_groups import PDEBenchGroupsSource
-from upt_lightning.data.validation import DataError, DataFileNotFoundError, open_hdf5
+from upt_lightning.data.readers.checks import open_hdf5
+from upt_lightning.errors import DataError, DataFileNotFoundError
 
 READERS: dict[str, type[TrajectorySource]] = {
     cls.layout: cls

@@ -19,13 +19,8 @@ import numpy as np
 import torch
 
 from upt_lightning.data.readers.cache import TensorLRU
-from upt_lightning.data.validation import (
-    DataError,
-    DataFileNotFoundError,
-    check_finite,
-    check_numeric,
-    open_hdf5,
-)
+from upt_lightning.data.readers.checks import check_finite, check_numeric, open_hdf5
+from upt_lightning.errors import DataError, DataFileNotFoundError
 
 
 class TrajectorySource:

@@ -1,18 +1,21 @@
-"""Structure checks and small helpers shared by the readers.
+"""File primitives, structure checks and small helpers shared by the readers.
 
 Each check raises :class:`DataError` naming the file, the dataset and what was expected, so a
-malformed file fails when it is opened rather than deep inside a training run.
+malformed file fails when it is opened rather than deep inside a training run. The full-file scan
+(``validate_source``) lives above the readers, in :mod:`upt_lightning.data.scan`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 
 def require_keys(group: h5py.Group, names: Sequence[str], path: Path, layout: str) -> None:
@@ -91,3 +94,34 @@ def time_selection(t_indices: list[int]) -> slice | list[int]:
     if all(b - a == step for a, b in zip(t_indices, t_indices[1:])):
         return slice(t_indices[0], t_indices[-1] + 1, step)
     return t_indices
+
+
+def open_hdf5(path: str | os.PathLike) -> h5py.File:
+    """Open ``path`` read-only; a truncated or corrupt file is a :class:`DataError`, not an h5py ``OSError``."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(
+            f"{path} cannot be opened as HDF5 ({error}); the file is truncated or corrupt (an interrupted "
+            "download or copy?): download or generate it again"
+        ) from None
+
+
+def check_numeric(values: np.ndarray, what: str) -> None:
+    """Raise :class:`DataError` unless ``values`` holds real numbers (not strings, objects, complex, bool)."""
+    if values.dtype.kind not in "fiu":
+        raise DataError(
+            f"{what} has dtype {values.dtype}, not real numbers; store fields, coordinates and times as "
+            "float32/float64 (or integer) datasets"
+        )
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """Raise :class:`DataError` naming ``what`` when ``values`` holds NaN or Inf."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise DataError(
+            f"{what} contains {bad} NaN or Inf value(s) of {values.numel()}; "
+            "repair or drop this trajectory (validate_source(source) lists the first bad one)"
+        )

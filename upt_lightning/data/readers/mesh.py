@@ -14,7 +14,7 @@ from upt_lightning.data.readers.checks import (
     time_selection,
     trajectory_groups,
 )
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 
 class MeshSource(TrajectorySource):

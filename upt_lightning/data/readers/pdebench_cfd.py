@@ -14,7 +14,7 @@ from upt_lightning.data.readers.checks import (
     require_rank,
     time_selection,
 )
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 AXES = ("x", "y", "z")
 VELOCITIES = ("Vx", "Vy", "Vz")

@@ -15,7 +15,7 @@ from upt_lightning.data.readers.checks import (
     time_selection,
     trajectory_groups,
 )
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 
 AXES = ("x", "y", "z")
 
@@ -25,8 +25,11 @@ class PDEBenchGroupsSource(TrajectorySource):
 
     Each group holds its own grid (``grid/x`` (X,), ``grid/y`` (Y,)) and times ``grid/t`` (T,);
     all groups must share the spatial shape and channel count, ``T`` may differ. Field names come
-    from the root attribute ``field_names`` (one per channel), else ``"c0", "c1", ...``. Data of
-    rank 3 (T, X, C) or 5 (T, X, Y, Z, C) is read as 1D or 3D with ``grid/x`` / ``grid/z``.
+    from the root attribute ``field_names`` (one per channel), else ``"c0", "c1", ...``.
+
+    The number of spatial axes is that of the grid datasets (``grid/x``; ``grid/x, y``; ``grid/x, y, z``),
+    not the rank of ``data``: data of one more axis than that (time first) has no channel axis and is
+    read as one channel, so a 2D file (T, X, Y) is not mistaken for a 1D grid of X points with Y channels.
     """
 
     layout = "pdebench_groups"
@@ -54,15 +57,24 @@ class PDEBenchGroupsSource(TrajectorySource):
         self._field_spec = {name: 1 for name in field_names_attr(file, channels, self.path)}
 
     def _check_group(self, group: h5py.Group) -> tuple[int, ...]:
+        """(T, *grid, C) of a group's data; C = 1 when the data has no channel axis."""
         require_keys(group, ("data", "grid"), self.path, self.layout)
         data = group["data"]
-        require_rank(data, (3, 4, 5), self.path, "(time, x[, y[, z]], channels)")
-        axes = AXES[: data.ndim - 2]
-        require_keys(group["grid"], (*axes, "t"), self.path, self.layout)
-        for axis, length in zip(axes, data.shape[1:-1]):
-            require_length(group["grid"][axis], length, self.path, axis)
-        require_length(group["grid"]["t"], data.shape[0], self.path, "time")
-        return data.shape
+        require_rank(data, (2, 3, 4, 5), self.path, "(time, x[, y[, z]][, channels])")
+        grid = group["grid"]
+        spatial = next((n for n in (3, 2, 1) if all(axis in grid for axis in AXES[:n])), 1)
+        axes = AXES[:spatial]
+        require_keys(grid, (*axes, "t"), self.path, self.layout)
+        if data.ndim not in (spatial + 1, spatial + 2):
+            raise DataError(
+                f"{self.path}: {group.name}/data has shape {data.shape}, but the group's grid names "
+                f"{spatial} spatial axes ({', '.join('grid/' + a for a in axes)}): expected (time, "
+                f"{', '.join(axes)}, channels) or, for one field, (time, {', '.join(axes)})"
+            )
+        for axis, length in zip(axes, data.shape[1 : 1 + spatial]):
+            require_length(grid[axis], length, self.path, axis)
+        require_length(grid["t"], data.shape[0], self.path, "time")
+        return tuple(data.shape) if data.ndim == spatial + 2 else (*data.shape, 1)
 
     def _read_frames(self, file: h5py.File, traj: int, t_indices: list[int]) -> np.ndarray:
         values = self._dataset(f"{self._groups[traj]}/data")[time_selection(t_indices)]

@@ -7,7 +7,7 @@ import traceback
 import pytest
 import torch.multiprocessing as mp
 
-from upt_lightning.data.validation import DataError
+from upt_lightning.errors import DataError
 from upt_lightning.errors import ConfigError, NonFiniteLossError, user_error_message
 
 MESSAGE = "non-finite training loss at global step 1: L_forward=nan\nset nan_policy=skip to skip such batches"

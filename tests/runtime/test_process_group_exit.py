@@ -18,7 +18,7 @@ PROBE = textwrap.dedent(
     store = dist.FileStore(tempfile.mktemp(), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     if sys.argv[1] == "hook":
-        from upt_lightning.process_group import destroy_process_group_at_exit
+        from upt_lightning.runtime.process_group import destroy_process_group_at_exit
         assert destroy_process_group_at_exit() and destroy_process_group_at_exit()  # once, idempotent
     elif sys.argv[1] == "module":
         import lightning.pytorch as pl

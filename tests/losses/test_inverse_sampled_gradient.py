@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inverse_helpers import LATENT_DIM, grid_case, tiny_decoder
+from helpers.inverse import LATENT_DIM, grid_case, tiny_decoder
 from upt_lightning.losses import compute_operator_loss_bundle, inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.sampled_gradient import PointSample, draw_point_sample, splice_sampled_gradient
 from upt_lightning.query_sampling import apply_query_sampling

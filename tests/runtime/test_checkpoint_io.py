@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from upt_lightning.checkpoint_io import AtomicCheckpointIO, atomic_copy, remove_stale_temp_files
+from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO, atomic_copy, remove_stale_temp_files
 from upt_lightning.pipeline.resume import find_resume_checkpoint
-from upt_lightning.rng_state import collect_rng_states, set_rng_states
+from upt_lightning.runtime.rng_state import collect_rng_states, set_rng_states
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def training_checkpoint(step: int, epoch: int) -> dict:
@@ -31,7 +31,7 @@ def test_sigkill_halfway_through_a_save_leaves_the_previous_file_intact(tmp_path
     before = target.read_bytes()
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from upt_lightning.checkpoint_io import AtomicCheckpointIO
+        from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
         io = AtomicCheckpointIO(midway=lambda path: os.kill(os.getpid(), signal.SIGKILL))
         io.save_checkpoint({{"state_dict": {{"w": torch.zeros(512, 512)}}}}, {str(target)!r})
     """)
@@ -99,7 +99,7 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 
 @pytest.mark.parametrize("spec", ["stage2:bogus:1", "stage2:step:0", "stage2:step"])
 def test_malformed_fault_spec_is_refused(spec, monkeypatch):
-    from upt_lightning.faults import fault_hooks
+    from upt_lightning.runtime.faults import fault_hooks
 
     monkeypatch.setenv("UPT_LIGHTNING_FAULT", spec)
     with pytest.raises(ValueError, match="UPT_LIGHTNING_FAULT"):

@@ -13,10 +13,10 @@ from upt_lightning.cli import main as upt_main
 from upt_lightning.data.readers import open_source
 from upt_lightning.errors import CheckpointError
 from upt_lightning.modules import AutoencoderModule, OperatorModule
-from upt_lightning.modules.checkpoints import load_autoencoder_checkpoint, read_checkpoint
+from upt_lightning.runtime.checkpoints import load_autoencoder_checkpoint, read_checkpoint
 from upt_lightning.pipeline.resume import find_resume_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class CreatesMarker:

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from latent_cache_helpers import fit_autoencoder, operator_module, write_groups_file
+from helpers.latent_cache import fit_autoencoder, operator_module, write_groups_file
 from upt_lightning.callbacks import LatentCacheCallback
 from upt_lightning.data.datamodules import GridDataModule
 

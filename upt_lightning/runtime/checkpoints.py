@@ -83,3 +83,12 @@ def load_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[
     if not any(k.startswith("encoder.") for k in state):
         raise CheckpointError(f"{path} holds no encoder weights: is it an AutoencoderModule checkpoint?")
     return arch, state
+
+
+def adopt_autoencoder_state(module, state: dict[str, torch.Tensor]) -> None:
+    """Load a stage-1 state (from :func:`load_autoencoder_checkpoint`) into ``module``'s ``encoder``,
+    ``decoder`` and ``normalizer``, strictly: a missing or extra weight is an error, not a silent partial load."""
+    for name in (prefix.rstrip(".") for prefix in STAGE1_PREFIXES):
+        prefix = f"{name}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        getattr(module, name).load_state_dict(sub, strict=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from inverse_helpers import LATENT_DIM, grid_case, mesh_case, mesh_encoder, tiny_decoder
+from helpers.inverse import LATENT_DIM, grid_case, mesh_case, mesh_encoder, tiny_decoder
 from upt_lightning.losses import compute_operator_loss_bundle, inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses import inverse as inverse_module
 

@@ -49,7 +49,7 @@ class KillAtStep(pl.Callback):
 
 
 def kill_on_nth_save(n: int, name: str = "last.ckpt") -> Callable[[Path], None]:
-    """A ``midway`` hook for :class:`~upt_lightning.checkpoint_io.AtomicCheckpointIO`: kill on the n-th save of ``name``."""
+    """A ``midway`` hook for :class:`~upt_lightning.runtime.checkpoint_io.AtomicCheckpointIO`: kill on the n-th save of ``name``."""
     saves = 0
 
     def midway(path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from latent_cache_helpers import GRID, STEPS, fit_autoencoder, operator_module, write_groups_file
+from helpers.latent_cache import GRID, STEPS, fit_autoencoder, operator_module, write_groups_file
 from upt_lightning.data.collate import collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.latent_cache import LatentCache, encoder_fingerprint

@@ -50,7 +50,7 @@ SUMMARY_KEYS = {
                 "inv_dec_speedup_half", "inverse_share_of_dense_step", "step_speedup_half_vs_exact_inv_dec",
                 "step_saved_ratio_half_vs_exact_inv_dec"),
     "rollout": ("reference_steps", "latent_speedup", "latent_all_decoded_speedup",
-                "latent_speedup_vs_rollout_physical"),
+                "latent_speedup_vs_rollout_physical", "physical_decodes_per_step"),
     "decoder": ("memory_ratio_decoder_chunks", "memory_ratio_streamed", "points_per_s_largest"),
     "mesh": ("search_share_largest", "points_per_s_largest"),
     "throughput": ("cache_speedup", "cache_speedup_inverse_off", "cache_speedup_inverse_off_with_fields",
@@ -138,6 +138,13 @@ def test_sizes_follow_the_quick_settings(results):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_NEURALOP, reason="the FNO rows need neuraloperator (the baselines extra)")
+def test_rollout_counts_one_decode_per_physical_step_and_says_so(results):
+    data = results["rollout"]
+    assert data["summary"]["physical_decodes_per_step"] == 1
+    notes = " ".join(data["notes"])
+    assert "decodes the grid 1 time(s) per step" in notes and "twice" not in notes
+
+
 def test_rollout_times_the_fno_beside_upt_on_each_grid(results):
     data = results["rollout"]
     table = data["tables"]["fno"]

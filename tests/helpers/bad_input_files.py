@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from entry_helpers import TINY_COMMON, compose_train
+from helpers.entry import TINY_COMMON, compose_train
 
 TRAJECTORIES, STEPS, POINTS = 6, 8, 32
 

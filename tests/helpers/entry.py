@@ -15,7 +15,7 @@ TINY_COMMON = [
     "data.batch_size=4",
     "data.rollout_horizon=3",
     "evaluate.plot_horizons=[1,3]",
-    "objective=test/rollout_nrmse_h3",
+    "objective=val/rollout_nrmse_h3",
     "stage1.max_epochs=1",
     "stage2.max_epochs=1",
     "stage1.limit_train_batches=3",
@@ -48,14 +48,15 @@ def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
     return [f"+experiment={experiment}", f"data_dir={data_dir}", *common, *TINY_DATA[experiment]]
 
 
-def compose_train(overrides: list[str]):
-    """The train.py config composed in-process by Hydra from conf/ with ``overrides``."""
+def compose_train(overrides: list[str], return_hydra_config: bool = False):
+    """The train.py config composed in-process by Hydra from conf/ with ``overrides`` (with its ``hydra``
+    node, e.g. the sweeper's search space, when ``return_hydra_config``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300,

@@ -1,0 +1,64 @@
+"""OperatorLoss: the one place that decides each term's weight at a batch (base, curriculum, frequency)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from upt_lightning.losses import OperatorLoss, compute_operator_loss_bundle
+from upt_lightning.losses.bundle import TERM_WEIGHT_KEYS
+
+
+def make(**kwargs):
+    weights = dict(lambda_inv_enc=0.02, lambda_inv_dec=0.01, lambda_rollout=0.5)
+    return OperatorLoss(weights, **{"inverse_frequency": 3, "warmup_epochs": 2, "max_weight": 0.015, **kwargs})
+
+
+def test_without_an_epoch_the_inverse_terms_keep_their_base_weight_on_their_batches():
+    loss = make()
+    assert loss.weights(0) == {"lambda_forward": 1.0, "lambda_inv_enc": 0.02, "lambda_inv_dec": 0.01,
+                               "lambda_rollout": 0.5, "lambda_spectral": 0.0}
+    for batch_idx in (1, 2, 4, 5):
+        off = loss.weights(batch_idx)
+        assert off["lambda_inv_enc"] == off["lambda_inv_dec"] == 0.0
+        assert off["lambda_forward"] == 1.0 and off["lambda_rollout"] == 0.5  # other terms never change
+    assert loss.weights(3) == loss.weights(0)
+
+
+@pytest.mark.parametrize("epoch, enc, dec", [(0, 0.0, 0.0), (2, 0.0, 0.0), (3, 0.01, 0.005), (4, 0.015, 0.01),
+                                             (9, 0.015, 0.01)])
+def test_the_epoch_applies_the_seed_curriculum_with_its_cap(epoch, enc, dec):
+    loss = make()
+    loss.set_epoch(epoch)
+    assert loss.inverse_weights() == pytest.approx({"lambda_inv_enc": enc, "lambda_inv_dec": dec})
+    assert loss.weights(0)["lambda_inv_enc"] == pytest.approx(enc)
+    assert loss.weights(1)["lambda_inv_enc"] == 0.0
+
+
+def test_use_inverse_false_switches_both_terms_off_at_every_batch_and_epoch():
+    loss = make(use_inverse=False, inverse_frequency=1)
+    loss.set_epoch(9)
+    assert loss.weights(0)["lambda_inv_enc"] == loss.weights(0)["lambda_inv_dec"] == 0.0
+
+
+def test_calling_it_computes_the_bundle_with_the_batch_weights():
+    pred, target = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    rollout_pred, rollout_target = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)
+    loss = OperatorLoss(dict(lambda_forward=2.0, lambda_rollout=0.5))
+    bundle = loss(5, pred_next=pred, target_next=target, pred_rollout=rollout_pred, target_rollout=rollout_target)
+    expected = compute_operator_loss_bundle(pred_next=pred, target_next=target, pred_rollout=rollout_pred,
+                                            target_rollout=rollout_target, weights=loss.weights(5))
+    torch.testing.assert_close(bundle.total, expected.total)
+    torch.testing.assert_close(bundle.total, 2.0 * torch.mean((pred - target) ** 2)
+                               + 0.5 * torch.mean((rollout_pred - rollout_target) ** 2))
+
+
+def test_unknown_keys_and_impossible_settings_are_refused_by_name():
+    assert set(TERM_WEIGHT_KEYS) == {"lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout",
+                                     "lambda_spectral"}
+    with pytest.raises(ValueError, match="unknown loss weight keys.*lambda_bogus"):
+        OperatorLoss({"lambda_bogus": 1.0})
+    with pytest.raises(ValueError, match="loss.lambda_inv_enc"):
+        OperatorLoss({"lambda_inv_enc": -0.1})
+    with pytest.raises(ValueError, match="inverse_loss_frequency"):
+        OperatorLoss({}, inverse_frequency=0)

@@ -1,0 +1,124 @@
+"""Autoregressive prediction with the latent operator: steps in latent space (or through physical space),
+decoded at any points, at the steps asked for.
+
+A mixin of :class:`OperatorModule`, which provides ``encode``, ``decode``, ``step``, ``normalizer``,
+``encoder_meta`` and ``hparams.rollout_eval_mode``. Validation, test, the pipeline's plots and
+``bench rollout`` all predict through :meth:`LatentRolloutMixin.rollout` or the normalised core below it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+
+ROLLOUT_MODES = ("latent", "physical")
+
+
+def check_decode_steps(decode_steps: Sequence[int] | None, steps: int) -> list[int]:
+    """The 1-based steps to decode, in the order asked for (all of ``1..steps`` when None).
+
+    Duplicates, steps outside ``1..steps`` and an empty list raise ValueError: each would otherwise
+    return fewer or other frames than asked for, and the caller would index the wrong step.
+    """
+    if decode_steps is None:
+        return list(range(1, steps + 1))
+    try:
+        wanted = [operator.index(k) for k in decode_steps if not isinstance(k, bool)]
+    except TypeError:
+        raise ValueError(f"decode_steps={decode_steps!r} must be a sequence of integer steps") from None
+    if len(wanted) != len(decode_steps):
+        raise ValueError(f"decode_steps={decode_steps!r} must be a sequence of integer steps")
+    if not wanted:
+        raise ValueError("decode_steps is empty: name at least one step, or pass None to decode every step")
+    repeated = sorted({k for k in wanted if wanted.count(k) > 1})
+    if repeated:
+        raise ValueError(f"decode_steps={wanted} names step(s) {repeated} more than once; name each step once "
+                         "(the result keeps the order asked for)")
+    outside = [k for k in wanted if not 1 <= k <= steps]
+    if outside:
+        raise ValueError(f"decode_steps={wanted} names step(s) {outside} outside 1..{steps}: steps are 1-based and "
+                         f"at most steps={steps}; raise steps or drop those")
+    return wanted
+
+
+class LatentRolloutMixin:
+    """Rollouts of an operator module; see the module docstring for what the host class provides."""
+
+    # ------------------------------------------------------------- evaluation
+    def predict_next_normalised(self, b) -> torch.Tensor:
+        """Encode, one operator step, decode at the batch's points: normalised (B, N, C)."""
+        return self.decode(self.step(self.encode(b.fields, b.coords, b.meta), b.dt), b.coords)
+
+    def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
+        """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
+        return self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
+                                        self.hparams.rollout_eval_mode)
+
+    # -------------------------------------------------------------- inference
+    def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):
+        """Normalised fields (B, N, C) -> normalised predictions (B, S, Q, C), S in the order of ``decode_steps``.
+
+        Steps past the last one asked for are not taken. In physical mode each step's prediction is
+        decoded at ``coords`` once and re-encoded; a step asked for at those same points reuses that decode.
+        """
+        wanted = check_decode_steps(decode_steps, steps)
+        last = max(wanted)
+        latent = self.encode(fields, coords, meta)
+        decoded: dict[int, torch.Tensor] = {}
+        same_points = query_points is coords
+        for k in range(1, last + 1):
+            latent = self.step(latent, dt)
+            reencode = mode == "physical" and k < last
+            on_grid = self.decode(latent, coords) if reencode else None
+            if k in wanted:
+                decoded[k] = on_grid if same_points and on_grid is not None else self.decode(latent, query_points)
+            if reencode:
+                latent = self.encode(on_grid, coords, meta)
+        return torch.stack([decoded[k] for k in wanted], dim=1)
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        fields: torch.Tensor,
+        coords: torch.Tensor,
+        steps: int,
+        dt: torch.Tensor | float | None = None,
+        query_points: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        mode: str = "latent",
+        decode_steps: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive prediction in physical units.
+
+        Args:
+            fields: raw fields (B, N, C) at raw ``coords`` (B, N, d); mask (B, N) for padded meshes.
+            steps: number of operator steps.
+            dt: physical time step (float or (B,)); default one training frame.
+            query_points: raw points (B, Q, d) to decode at (default ``coords``): any resolution.
+            mode: "latent" encodes once and steps in latent space; "physical" decodes and re-encodes
+                at ``coords`` after every step.
+            decode_steps: distinct 1-based steps in ``1..steps`` to decode, in the order wanted (default
+                all); others are never decoded in latent mode. Duplicates or steps out of range raise.
+        Returns:
+            raw predictions (B, S, Q, C), S = len(decode_steps) or steps, in the order of ``decode_steps``.
+        """
+        if mode not in ROLLOUT_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_decode_steps(decode_steps, steps)  # before any work
+        norm = self.normalizer
+        points = norm.normalize_coords(coords)
+        queries = points if query_points is None else norm.normalize_coords(query_points)
+        step_dt = norm.normalize_dt(norm.dt_ref if dt is None else dt).reshape(-1).expand(fields.shape[0])
+        pred = self._rollout_normalised(
+            norm.normalize_fields(fields), points, self.encoder_meta(mask), step_dt, steps, queries, mode,
+            decode_steps,
+        )
+        return norm.denormalize_fields(pred)
+
+    def forward(self, fields, coords, dt=None, query_points=None, mask=None) -> torch.Tensor:
+        """Raw fields (B, N, C) -> raw next-step prediction (B, Q, C)."""
+        return self.rollout(fields, coords, 1, dt=dt, query_points=query_points, mask=mask)[:, 0]
