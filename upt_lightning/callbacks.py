@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 
 from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.losses import OperatorLoss
+from upt_lightning.models.validation import DeferredFiniteChecks, deferring_finite_checks
 
 log = logging.getLogger("upt_lightning.callbacks")
 
@@ -125,3 +126,72 @@ class LatentCacheCallback(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and getattr(trainer.datamodule, "latent_cache", None) is not None:
             trainer.datamodule.latent_cache = None
+
+
+class SyncFreeChecks(pl.Callback):
+    """Keep host-device synchronisations out of the training step.
+
+    The models check their inputs for NaN/Inf on every forward, and ``nan_policy=raise`` checks every loss:
+    each check reads a value on the host, which waits for the accelerator to finish the queued work. Here
+    both are recorded on the device instead and read together every ``every_n_steps`` steps, before every
+    checkpoint is written, and at the end of each epoch, raising the same errors (the NaN count summed over
+    the steps since the last read; the step of the first non-finite loss). ``"auto"``: every step on the CPU,
+    where a read costs nothing and the message keeps the batch's statistics; every 50 steps on an
+    accelerator. ``nan_policy=skip`` must know before the update, so its loss check stays per step.
+    """
+
+    def __init__(self, every_n_steps: int | str = "auto"):
+        if every_n_steps != "auto" and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
+                                        or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive integer or 'auto', got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.interval = 1
+        self.checks = DeferredFiniteChecks()
+        self._context = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.every_n_steps == "auto":
+            self.interval = 1 if trainer.strategy.root_device.type == "cpu" else 50
+        else:
+            self.interval = int(self.every_n_steps)
+
+    def flush(self, pl_module: pl.LightningModule) -> None:
+        """Read everything recorded so far (one host sync) and raise on the first problem."""
+        self.checks.raise_if_any()
+        if getattr(pl_module, "deferred_losses", None):
+            pl_module.flush_loss_checks()
+
+    def _stop_deferring(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.interval > 1 and hasattr(pl_module, "flush_loss_checks"):
+            pl_module.deferred_losses = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.interval > 1:
+            self._context = deferring_finite_checks(self.checks)
+            self._context.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop_deferring()
+        if self.interval > 1 and trainer.global_step % self.interval == 0:
+            self.flush(pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.flush(pl_module)  # no checkpoint is written over a problem that was recorded but not yet read
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(pl_module)
+        pl_module.deferred_losses = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._stop_deferring()
+        self.checks.counts.clear()
+        if hasattr(pl_module, "deferred_losses"):
+            pl_module.deferred_losses = None

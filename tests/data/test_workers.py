@@ -50,3 +50,19 @@ def test_the_pdebench_data_config_takes_its_workers_from_the_machine():
 
     conf = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "data" / "pdebench.yaml")
     assert conf.num_workers == "auto"
+
+
+def test_pin_memory_auto_pins_only_for_a_cuda_trainer(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    dm = GridDataModule(tmp_path / "x.h5")
+    assert dm._pin_memory() is False  # no trainer yet
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), num_devices=1)
+    assert dm._pin_memory() is False
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), num_devices=1)
+    assert dm._pin_memory() is True
+    assert GridDataModule(tmp_path / "x.h5", pin_memory=False)._pin_memory() is False
+    with pytest.raises(ValueError, match="pin_memory='yes'"):
+        GridDataModule(tmp_path / "x.h5", pin_memory="yes")

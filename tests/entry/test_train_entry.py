@@ -48,6 +48,11 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     assert "GPU available" not in done.stderr and "Tip:" not in done.stdout + done.stderr
     phases = results["phase_times_s"]
     assert set(phases) == {"data_and_checks", "stage1", "stage2", "validate", "test", "plots"}
+    for stage in ("stage1", "stage2"):  # 3 batches of 4 windows per stage, on the CPU (no accelerator memory)
+        throughput = results["throughput"][stage]
+        assert throughput["samples"] == 12 and throughput["max_memory_allocated_mb"] is None
+        assert throughput["samples_per_s"] == pytest.approx(12 / throughput["train_s"], rel=1e-2)
+        assert 0 < throughput["train_s"] < phases[stage]
     assert 0 < sum(phases.values()) <= results["wall_time_s"] + 0.5
 
     # The same stage-1 configuration again: the cached autoencoder is reused, and the log says so.
@@ -122,6 +127,7 @@ def test_latent_cache_with_a_trainable_encoder_fails_before_training(tmp_path):
         ("objective=test/rollout_nrmse_h3", "objective"),
         ("objective=val/rollout_nrmse_h10", "data.rollout_horizon"),
         ("loss.lambda_inv_enc=0.1", "loss.inverse_loss_max_weight"),
+        ("model.compile=yes", "model.compile"),
     ],
 )
 def test_impossible_settings_fail_before_training_naming_the_key(override, key, tmp_path):

@@ -1,4 +1,5 @@
-"""Benchmark ``peak``: a large fp32 matmul's FLOP/s and the training step's share of it.
+"""Benchmark ``peak``: a large fp32 matmul's FLOP/s and the training step's share of it (on CUDA also
+in bf16: the bf16 matmul rate and the step under bf16 autocast).
 
 The step's FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
 attention, forward and backward; element-wise work is not counted, as in the usual
@@ -35,6 +36,31 @@ def _step(module, optimizer, batch) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+def _bf16_rows(module, optimizer, batch, a, b, matmul_gflop, step_gflop, repeats, device) -> list[dict]:
+    """On CUDA: the bf16 matmul rate, and the training step under bf16 autocast (trainer=gpu's bf16-mixed) as a
+    fraction of it; the step's FLOP count is the fp32 one (autocast changes the precision, not the work)."""
+    a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    matmul = median_time(lambda: a16 @ b16, repeats, warmup=2, device=device)
+    peak = matmul_gflop / matmul.median_s
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = module.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        timing = median_time(step, repeats, device=device)
+    return [
+        {"workload": f"matmul {a.shape[0]}x{a.shape[0]} bf16", "gflop": matmul_gflop, "time_s": matmul.median_s,
+         "gflop_per_s": peak, "fraction_of_matmul": 1.0},
+        {"workload": "operator training step, bf16 autocast", "gflop": step_gflop, "time_s": timing.median_s,
+         "gflop_per_s": step_gflop / timing.median_s, "fraction_of_matmul": step_gflop / timing.median_s / peak},
+    ]
+
+
 def run(options: BenchOptions) -> BenchResult:
     sizes = options.pick(QUICK, FULL)
     device, n = options.device, sizes["matmul_size"]
@@ -63,12 +89,17 @@ def run(options: BenchOptions) -> BenchResult:
         {"workload": "operator training step", "gflop": step_gflop, "time_s": step.median_s,
          "gflop_per_s": step_gflop / step.median_s, "fraction_of_matmul": step_gflop / step.median_s / peak},
     ]
+    if device.type == "cuda":
+        rows += _bf16_rows(module, optimizer, batch, a, b, matmul_gflop, step_gflop, sizes["repeats"], device)
     summary = {
         "matmul_gflop_per_s": peak,
         "step_gflop_per_s": rows[1]["gflop_per_s"],
         "step_fraction_of_matmul": rows[1]["fraction_of_matmul"],
         **{f"flop_share_{name}": counts.get(name, 0) / counter.get_total_flops() for name in MODELS},
     }
+    if device.type == "cuda":
+        summary["bf16_matmul_gflop_per_s"] = rows[2]["gflop_per_s"]
+        summary["step_fraction_of_bf16_matmul"] = rows[3]["fraction_of_matmul"]
     return BenchResult(
         name="peak",
         title=f"Achieved FLOP/s ({sizes['preset']} model, grid {sizes['grid']}, batch {sizes['batch']}, "

@@ -53,7 +53,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         split: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         max_stat_trajectories: int = 64,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -67,6 +67,8 @@ class TrajectoryDataModule(L.LightningDataModule):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         check_num_workers(num_workers)
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"pin_memory={pin_memory!r} must be true, false or 'auto' (pin when training on CUDA)")
         if rollout_start < 0:
             raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
         self.save_hyperparameters()
@@ -146,6 +148,15 @@ class TrajectoryDataModule(L.LightningDataModule):
             raise DataError(
                 f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule"
             )
+
+    def _pin_memory(self) -> bool:
+        """``pin_memory``; "auto" pins when the trainer runs on a CUDA device (page-locked batches copy to the
+        card asynchronously), and not on the CPU, where pinning only costs."""
+        setting = self.hparams.pin_memory
+        if setting != "auto":
+            return bool(setting)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _processes_per_node(self) -> int:
         """Training processes sharing this node's CPUs: the trainer's devices per node (1 without a trainer)."""
@@ -227,7 +238,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self._pin_memory(),
             collate_fn=collate_fn or (collate_mesh_windows if self.is_mesh else collate_windows),
             generator=worker_seed_generator(),
         )

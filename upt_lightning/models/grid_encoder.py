@@ -43,6 +43,8 @@ def _divisors(n: int) -> list[int]:
 
 def _meta_grid_shape(value) -> tuple[int, ...]:
     """``meta['grid_shape']`` as a tuple; accepts ints, a ``(d,)``/``(B, d)`` tensor or a collated list."""
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)  # what the modules pass: plain ints, read without building a tensor
     if isinstance(value, torch.Tensor):
         rows = value.reshape(-1, value.shape[-1]) if value.ndim else value.reshape(1, 1)
     else:

@@ -7,7 +7,7 @@ from torch import nn
 
 from upt_lightning.models.embeddings import SincosEmbedding
 from upt_lightning.models.modulated_block import ModulatedBlock, ModulatedOutput
-from upt_lightning.models.validation import check_heads, check_points_tensor, check_positive_int
+from upt_lightning.models.validation import check_finite, check_heads, check_points_tensor, check_positive_int
 
 # Step sizes of PDE data lie between about 1e-3 and 10; scaling by 1000 spreads them over the
 # sin-cos frequencies the way DiT's diffusion steps (0..1000) are.
@@ -51,8 +51,7 @@ class LatentOperator(nn.Module):
             dt = dt.expand(batch)
         if dt.shape != (batch,):
             raise ValueError(f"dt must be a float, a scalar tensor or a ({batch},) tensor, got shape {tuple(dt.shape)}")
-        if not torch.isfinite(dt).all():
-            raise ValueError(f"dt must be finite, got {dt.tolist()}")
+        check_finite("dt", dt)
         return dt
 
     def forward(self, z: torch.Tensor, dt: float | torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,51 @@ import torch
 _ALLOWED_NONFINITE: ContextVar[frozenset[str]] = ContextVar("allowed_nonfinite", default=frozenset())
 
 
+class DeferredFiniteChecks:
+    """NaN/Inf counts of checked tensors, kept on their device: no host sync until :meth:`raise_if_any`.
+
+    Inside :func:`deferring_finite_checks` :func:`check_finite` adds each tensor's count of non-finite
+    entries here instead of reading it on the host (which waits for the device to finish, once per
+    forward); :meth:`raise_if_any` reads every count with one sync and raises the error the immediate
+    check would have raised, with the counts summed over the calls since the last check.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, torch.Tensor] = {}
+
+    def record(self, name: str, tensor: torch.Tensor) -> None:
+        bad = (~torch.isfinite(tensor.detach())).sum()
+        self.counts[name] = self.counts[name] + bad if name in self.counts else bad
+
+    def raise_if_any(self) -> None:
+        """Raise ValueError (as ``check_finite``) for the first name with non-finite entries; then forget them."""
+        counts, self.counts = self.counts, {}
+        if not counts:
+            return
+        totals = torch.stack(list(counts.values())).tolist()  # the one host sync
+        for name, bad in zip(counts, totals):
+            if bad:
+                raise ValueError(_nonfinite_message(name, int(bad)))
+
+
+_DEFERRED: ContextVar[DeferredFiniteChecks | None] = ContextVar("deferred_finite_checks", default=None)
+
+
+@contextmanager
+def deferring_finite_checks(checks: DeferredFiniteChecks | None) -> Iterator[None]:
+    """Within the block ``check_finite`` records into ``checks`` (None: checks stay immediate)."""
+    token = _DEFERRED.set(checks)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def _nonfinite_message(name: str, bad: int) -> str:
+    return (f"{name} contains {bad} NaN or infinite values; clean or re-normalise the input data "
+            "(padding entries are allowed only where meta['mask'] is False)")
+
+
 def check_points_tensor(
     name: str,
     tensor: torch.Tensor,
@@ -48,15 +93,19 @@ def allow_nonfinite(*names: str) -> Iterator[None]:
 
 
 def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Reject NaN or infinite entries (a corrupted file or a diverged run upstream)."""
+    """Reject NaN or infinite entries (a corrupted file or a diverged run upstream).
+
+    Immediate by default (one host sync); inside :func:`deferring_finite_checks` the count is only
+    recorded on the device and the error comes at the next ``raise_if_any``.
+    """
     if name in _ALLOWED_NONFINITE.get():
         return
+    deferred = _DEFERRED.get()
+    if deferred is not None:
+        deferred.record(name, tensor)
+        return
     if not torch.isfinite(tensor).all():
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(
-            f"{name} contains {bad} NaN or infinite values; clean or re-normalise the input data "
-            "(padding entries are allowed only where meta['mask'] is False)"
-        )
+        raise ValueError(_nonfinite_message(name, int((~torch.isfinite(tensor)).sum())))
 
 
 def check_positive_int(name: str, value: int) -> int:

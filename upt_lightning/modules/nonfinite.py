@@ -74,9 +74,16 @@ class NonFiniteLossGuard:
 
     nan_policy: str = "raise"
     skipped_steps: int = 0
+    # A list while the SyncFreeChecks callback defers the check (nan_policy=raise only): the steps' detached
+    # losses wait here, on the device, until flush_loss_checks reads them all with one host sync.
+    deferred_losses: list | None = None
 
     def loss_is_usable(self, loss: torch.Tensor, components: Mapping[str, torch.Tensor], batch, batch_idx: int) -> bool:
         """True: go on with backward. False (skip): return None from training_step. Raises under ``raise``."""
+        if self.deferred_losses is not None and self.nan_policy == "raise":
+            self.deferred_losses.append((self.global_step, self.current_epoch, batch_idx, loss.detach(),
+                                         {name: value.detach() for name, value in components.items()}))
+            return True
         usable = all_finite(loss, components)
         if not usable:
             where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
@@ -92,3 +99,20 @@ class NonFiniteLossGuard:
         if self.nan_policy == "skip":
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False, batch_size=1)
         return usable
+
+    def flush_loss_checks(self) -> None:
+        """Check the deferred losses with one host sync; NonFiniteLossError for the first non-finite one."""
+        pending, self.deferred_losses = self.deferred_losses, ([] if self.deferred_losses is not None else None)
+        if not pending:
+            return
+        flags = torch.stack([
+            torch.isfinite(torch.cat([loss.reshape(-1).float(), *(c.reshape(-1).float() for c in comps.values())])).all()
+            for _, _, _, loss, comps in pending
+        ]).tolist()
+        for (step, epoch, batch_idx, loss, comps), finite in zip(pending, flags):
+            if not finite:
+                raise NonFiniteLossError(
+                    f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch_idx}): "
+                    f"{describe_nonfinite(loss, comps, None)}; found by the check every few steps (SyncFreeChecks), "
+                    f"the weights may have taken the updates since. {HINT}"
+                )

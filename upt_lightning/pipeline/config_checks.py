@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.errors import ConfigError
 from upt_lightning.losses.bundle import INVERSE_WEIGHT_KEYS, TERM_WEIGHT_KEYS
 from upt_lightning.models.grid_encoder import POOLINGS
+from upt_lightning.modules.compile import compile_settings
 from upt_lightning.modules.nonfinite import NAN_POLICIES
 from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.pipeline.model_kind import model_kind
@@ -135,6 +136,11 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
     if model_kind(cfg) == "fno":
         _check_fno(cfg)
+    else:
+        try:
+            compile_settings(OmegaConf.to_container(cfg.model, resolve=True).get("compile"))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     _check_objective(cfg)
     check_time_limits(cfg)
     _check_optim(cfg)

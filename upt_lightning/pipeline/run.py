@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -126,6 +127,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - start, 1),
         "phase_times_s": phases,
         "device": str(model.device),
+        "throughput": stage_throughput(run_dir),
     }
     if trainer.is_global_zero:
         if cfg.evaluate.test and cfg.evaluate.plots:
@@ -135,6 +137,17 @@ def run_experiment(cfg: DictConfig) -> dict:
         write_results(run_dir, results)
         print_summary(metrics, f"{run_dir} ({results['wall_time_s']:.0f} s)", LABELS[kind])
     return results
+
+
+def stage_throughput(run_dir: Path) -> dict:
+    """{stage: samples per second, train seconds, peak accelerator memory} of the stages trained in this run
+    (a cached stage 1 has none), from the throughput.json each fit wrote."""
+    out = {}
+    for stage in ("stage1", "stage2"):
+        path = run_dir / stage / "throughput.json"
+        if path.is_file():
+            out[stage] = json.loads(path.read_text())
+    return out
 
 
 def make_plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path) -> list[Path]:

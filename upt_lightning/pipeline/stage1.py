@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.runtime.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
+from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
@@ -101,6 +102,9 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     encoder_kind = "grid" if datamodule.grid_shape is not None else "mesh"
     model = build_autoencoder(cfg, datamodule, encoder_kind)
+    compiled = compile_parts(model, cfg.model.get("compile"))
+    if compiled:
+        log.info("stage 1: compiled %s with torch.compile", ", ".join(compiled))
     out_dir = run_dir / "stage1"
     resume = stage_resume_checkpoint(cfg, "stage1", out_dir)
     if resume is not None:

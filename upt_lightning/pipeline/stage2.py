@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.modules import OperatorModule
+from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
@@ -59,6 +60,9 @@ def train_operator(cfg: DictConfig, datamodule, autoencoder_ckpt: Path, run_dir:
     # the operator's initial weights, the batch order and the query draws are the same.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_operator_module(cfg, autoencoder_ckpt)
+    compiled = compile_parts(model, cfg.model.get("compile"))
+    if compiled:
+        log.info("stage 2: compiled %s with torch.compile", ", ".join(compiled))
     trainer, best = fit_stage2(cfg, datamodule, model, run_dir, "operator-final.ckpt")
     model = OperatorModule.load_from_checkpoint(best, weights_only=True)
     return trainer, model, best

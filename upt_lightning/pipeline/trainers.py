@@ -14,6 +14,7 @@ from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.runtime.faults import fault_hooks
 from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.runtime.rng_state import RNGStateCheckpoint
+from upt_lightning.runtime.throughput import TrainingThroughput
 
 
 def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -40,7 +41,8 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
         max_epochs=cfg[stage].max_epochs,
         default_root_dir=str(out_dir),
         logger=logger,
-        callbacks=[*callbacks, RNGStateCheckpoint(), *fault_callbacks],
+        callbacks=[*callbacks, RNGStateCheckpoint(), TrainingThroughput(out_dir / "throughput.json"),
+                   *fault_callbacks],
         plugins=[AtomicCheckpointIO(midway=midway)],
     )
 
@@ -53,6 +55,8 @@ def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     ]
     if cfg.callbacks.get("progress") is not None:
         callbacks.append(RichProgressBar())
+    if cfg.callbacks.get("sync_free_checks") is not None:
+        callbacks.append(instantiate(cfg.callbacks.sync_free_checks))
     return callbacks
 
 

@@ -5,5 +5,6 @@
 * ``rng_state``: random-number-generator state carried in checkpoints, for exact resumes;
 * ``faults``: fault injection for the reliability tests (kill or fail at a chosen step);
 * ``process_group``: a clean exit of a distributed process group on errors;
+* ``throughput``: training samples per second and peak accelerator memory of a fit;
 * ``console``: Lightning's console output routed through Hydra's logging, without advertisements.
 """
