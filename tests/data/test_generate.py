@@ -233,13 +233,14 @@ def test_default_filenames_name_the_grid_and_non_default_options():
     assert default_filename("burgers2d", nu=0.02, batch_size=4) == "burgers2d_64_nu0.02.h5"
     assert default_filename("burgers1d") == "burgers1d_1024.h5"
     assert default_filename("burgers2d_mesh", resolution=32) == "burgers2d_mesh_resolution32.h5"
-    assert set(DATASETS) == {"burgers1d", "burgers2d", "burgers2d_mesh"}
+    assert default_filename("ns2d") == "ns2d_64.h5"
+    assert set(DATASETS) == {"burgers1d", "burgers2d", "burgers2d_mesh", "ns2d"}
 
 
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("burgers3d", {}, "unknown data set 'burgers3d'; choose one of burgers1d, burgers2d, burgers2d_mesh"),
+        ("burgers3d", {}, "unknown data set 'burgers3d'; choose one of burgers1d, burgers2d, burgers2d_mesh, ns2d"),
         ("burgers2d", {"min_points": 5}, r"unknown option\(s\) \['min_points'\] for burgers2d; valid options: res"),
         ("burgers2d", {"resolution": 16, "output_resolution": 40}, "must be a multiple of resolution 16"),
         ("burgers2d", {"resolution": 8}, "use resolution >= 10"),
@@ -289,3 +290,27 @@ def test_command_line_turns_bad_arguments_into_a_message_and_exit_code_2(tmp_pat
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+SMALL_NS = {"resolution": 16, "num_steps": 4, "dt_out": 1.0, "max_wavenumber": 4, "substeps": 8}
+
+
+def test_ns2d_file_is_a_vorticity_channel_in_the_pdebench_layout_seeded_and_batch_independent(tmp_path):
+    path = generate_dataset("ns2d", tmp_path / "ns.h5", num=3, seed=2, progress=False, **SMALL_NS)
+    with h5py.File(path, "r") as f:
+        assert list(f.attrs["field_names"]) == ["w"] and f.attrs["dataset"] == "ns2d"
+        assert f.attrs["nu"] == DATASETS["ns2d"].defaults["nu"] and f.attrs["substeps"] == 8
+        np.testing.assert_allclose(f["0000"]["grid"]["t"][()], [0.0, 1.0, 2.0, 3.0])
+    data = read_2d(path)
+    assert data.shape == (3, 4, 16, 16, 1)
+    assert np.abs(data.mean(axis=(2, 3))).max() < 1e-6  # zero mean vorticity
+    assert (np.abs(data[:, -1] - data[:, 0]).max(axis=(1, 2, 3)) > 0.05).all()  # it moves
+    again = read_2d(generate_dataset("ns2d", tmp_path / "again.h5", num=3, seed=2, progress=False, batch_size=1,
+                                     **SMALL_NS))
+    np.testing.assert_allclose(again, data, rtol=0, atol=1e-7)
+    part = read_2d(generate_dataset("ns2d", tmp_path / "part.h5", num=3, seed=2, progress=False,
+                                    trajectories=[2], **SMALL_NS))
+    np.testing.assert_allclose(part, data[[2]], rtol=0, atol=1e-7)
+    fine = read_2d(generate_dataset("ns2d", tmp_path / "fine.h5", num=3, seed=2, progress=False,
+                                    output_resolution=48, **SMALL_NS))
+    np.testing.assert_allclose(fine[:, :, 1::3, 1::3], data, atol=1e-6)  # the same solution, finer grid

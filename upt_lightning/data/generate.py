@@ -7,7 +7,9 @@
 ``burgers2d`` the 2D viscous Burgers equations on a grid (PDEBench per-sample groups), optionally
 written on a finer grid than the solver's; ``burgers2d_mesh`` the same trajectories at scattered
 points, a different set per trajectory. The same seed gives the same initial conditions in both 2D
-sets. Layouts and defaults: docs/data.md.
+Burgers sets. ``ns2d`` is 2D incompressible Navier-Stokes in vorticity form in the FNO paper's setting
+(viscosity 1e-3, forcing 0.1 (sin 2 pi (x + y) + cos 2 pi (x + y))), channel ``w``, per-sample groups.
+Layouts and defaults: docs/data.md.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from upt_lightning.data.solvers.spectral import dealias_cutoff
 
 OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
     "resolution": (int, "solver grid points per axis"),
-    "output_resolution": (int, "grid points per axis written (burgers2d); a multiple of resolution"),
+    "output_resolution": (int, "grid points per axis written (burgers2d, ns2d); a multiple of resolution"),
     "num_steps": (int, "snapshots per trajectory, including t = 0"),
     "dt_out": (float, "time between snapshots"),
     "nu": (float, "viscosity (burgers1d: PDEBench's Nu; its equation has nu/pi)"),
@@ -45,6 +47,7 @@ OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
     "min_points": (int, "fewest mesh points per trajectory"),
     "max_points": (int, "most mesh points per trajectory"),
     "cfl": (float, "Courant number of the internal time step"),
+    "substeps": (int, "internal time steps per snapshot interval (ns2d: a fixed step)"),
     "batch_size": (int, "trajectories solved together (memory vs speed)"),
 })
 

@@ -14,6 +14,7 @@ from upt_lightning.data.solvers.trajectories import (
     burgers1d_trajectories,
     burgers2d_grid_trajectories,
     burgers2d_mesh_trajectories,
+    ns2d_grid_trajectories,
 )
 from upt_lightning.data.writers import MeshWriter, PDEBench1DWriter, PDEBench2DWriter
 
@@ -85,6 +86,16 @@ def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Adv
             advance(1)
 
 
+def _write_ns2d(path: Path, num: int, seed: int, o: dict, advance: Advance, ids: list[int] | None) -> None:
+    x = cell_centres(o["output_resolution"])
+    attrs = {**_attrs("ns2d", seed, o), **_subset_attrs(num, ids)}
+    count = num if ids is None else len(ids)
+    with PDEBench2DWriter(path, num=count, x=x, y=x, t=_times(o), field_names=("w",), attrs=attrs) as writer:
+        for fields in ns2d_grid_trajectories(num, seed, select=ids, **o):
+            writer.append(fields[None])
+            advance(1)
+
+
 _GRID_2D = {"resolution": 64, "num_steps": 21, "dt_out": 0.05, "nu": 0.015, "amplitude": 0.5, "max_wavenumber": 3}
 _EQUATION_2D = "u_t + u u_x + v u_y = nu (u_xx + u_yy), v_t + u v_x + v v_y = nu (v_xx + v_yy), periodic [0, 1)^2"
 DATASETS: Mapping[str, DatasetRecipe] = MappingProxyType({
@@ -114,5 +125,16 @@ DATASETS: Mapping[str, DatasetRecipe] = MappingProxyType({
         write=_write_burgers2d_mesh,
         grid_option=None,
         subsets=False,  # its point sets are drawn trajectory after trajectory
+    ),
+    "ns2d": DatasetRecipe(
+        description="2D incompressible Navier-Stokes, vorticity w, the FNO paper's forcing, PDEBench per-sample groups",
+        equation="w_t + u . grad w = nu lap w + 0.1 (sin 2 pi (x + y) + cos 2 pi (x + y)), -lap psi = w, "
+                 "u = (psi_y, -psi_x), periodic [0, 1)^2",
+        default_num=128,
+        # 32 steps per unit time keep the Courant number below 1 on 64x64 as the forcing speeds the flow up.
+        defaults=MappingProxyType({"resolution": 64, "output_resolution": None, "num_steps": 21, "dt_out": 1.0,
+                                   "nu": 1e-3, "max_wavenumber": 8, "substeps": 32, "batch_size": 32}),
+        write=_write_ns2d,
+        grid_option="output_resolution",
     ),
 })

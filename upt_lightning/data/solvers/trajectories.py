@@ -14,6 +14,7 @@ import torch
 
 from upt_lightning.data.solvers.burgers1d import random_initial_conditions_1d, solve_burgers1d
 from upt_lightning.data.solvers.burgers2d import initial_fields_2d, random_initial_modes_2d, solve_burgers2d
+from upt_lightning.data.solvers.ns2d import check_resolved, fno_forcing, random_vorticity_modes, solve_ns2d
 from upt_lightning.data.solvers.spectral import (
     cell_centres,
     dealias_cutoff,
@@ -98,3 +99,33 @@ def burgers2d_mesh_trajectories(
         points = torch.rand(count, 2, generator=generator)
         series = series_coefficients_2d(spectrum, dealias_cutoff(resolution))
         yield points, evaluate_series_at_points(series, points.double()).permute(0, 2, 1)
+
+
+def ns2d_grid_trajectories(
+    num: int, seed: int, *, resolution: int, output_resolution: int, max_wavenumber: int, num_steps: int,
+    dt_out: float, nu: float, substeps: int, batch_size: int, select: Sequence[int] | None = None,
+) -> Iterator[torch.Tensor]:
+    """2D Navier-Stokes vorticity trajectories ``(T, X, Y, 1)`` float64 on ``cell_centres(output_resolution)``^2.
+
+    The FNO paper's setting (forcing ``0.1 (sin 2 pi (x + y) + cos 2 pi (x + y))``, random smooth initial
+    vorticity), solved on a ``resolution`` grid with ``substeps`` ETDRK4 steps per snapshot; a finer
+    ``output_resolution`` evaluates the exact truncated Fourier series of the same solution there.
+    ``select`` solves only those trajectories of the ``num`` (in its order), with the same values: the
+    step is fixed, so no trajectory depends on the others of its batch.
+    """
+    check_resolved(max_wavenumber, resolution)
+    generator = torch.Generator().manual_seed(seed)
+    modes = random_vorticity_modes(num, generator=generator, max_wavenumber=max_wavenumber)
+    if select is not None:
+        modes = modes[list(select)]
+    forcing = fno_forcing(resolution)
+    for batch in modes.split(batch_size):
+        w0 = evaluate_series_on_grid(batch, resolution, resolution)
+        spectra = solve_ns2d(w0, nu, dt_out=dt_out, num_steps=num_steps, substeps=substeps, forcing=forcing)
+        for spectrum in spectra:
+            if output_resolution == resolution:
+                fields = torch.fft.irfft2(spectrum, s=(resolution, resolution))
+            else:
+                series = series_coefficients_2d(spectrum, dealias_cutoff(resolution))
+                fields = evaluate_series_on_grid(series, output_resolution, output_resolution)
+            yield fields[..., None]
