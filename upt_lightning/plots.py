@@ -12,6 +12,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save_horizon_plot(fig, ax, ylabel: str, title: str, path: Path, log: bool = False) -> Path:
+    """Label the horizon axis and ``ylabel``, grid, legend, save ``path`` at 120 dpi and close the figure."""
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both" if log else "major")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_error_vs_horizon(model_nrmse: Sequence[float], persistence_nrmse: Sequence[float], path: Path,
                           title: str = "Test rollout error", label: str = "UPT (latent rollout)") -> Path:
     """Line plot of nRMSE per horizon step for the model (legend ``label``) and the persistence baseline."""
@@ -19,15 +34,27 @@ def plot_error_vs_horizon(model_nrmse: Sequence[float], persistence_nrmse: Seque
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(steps, model_nrmse, "o-", label=label)
     ax.plot(steps, persistence_nrmse, "s--", label="persistence")
-    ax.set_xlabel("horizon step")
-    ax.set_ylabel("nRMSE")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_horizon_plot(fig, ax, "nRMSE", title, path)
+
+
+def conservation_curves(metrics: Mapping[str, float], prefix: str = "test/conservation/") -> dict[str, list[float]]:
+    """``{quantity: [drift at h=1, h=2, ...]}`` from logged ``<prefix><quantity>_h<k>`` metrics."""
+    curves: dict[str, dict[int, float]] = {}
+    for key, value in metrics.items():
+        if key.startswith(prefix) and "_h" in key:
+            name, _, step = key[len(prefix):].rpartition("_h")
+            if step.isdigit():
+                curves.setdefault(name, {})[int(step)] = float(value)
+    return {name: [steps[k] for k in sorted(steps)] for name, steps in sorted(curves.items())}
+
+
+def plot_conservation(curves: Mapping[str, Sequence[float]], path: Path, label: str = "UPT") -> Path:
+    """Relative drift of each conserved or dissipated quantity from the truth, per horizon step (log scale)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), [max(v, 1e-12) for v in curve], "o-", label=name)
+    return _save_horizon_plot(fig, ax, "relative drift from the truth", f"{label}: conservation diagnostics", path,
+                              log=True)
 
 
 def plot_rollout_comparison(curves: Mapping[str, Sequence[float]], persistence_nrmse: Sequence[float], path: Path,
@@ -38,16 +65,7 @@ def plot_rollout_comparison(curves: Mapping[str, Sequence[float]], persistence_n
     for index, (label, curve) in enumerate(curves.items()):
         ax.plot(range(1, len(curve) + 1), curve, f"{markers[index % len(markers)]}-", label=label)
     ax.plot(range(1, len(persistence_nrmse) + 1), persistence_nrmse, "s--", color="grey", label="persistence")
-    ax.set_xlabel("horizon step")
-    ax.set_ylabel("nRMSE")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_horizon_plot(fig, ax, "nRMSE", title, path, log=True)
 
 
 def plot_rollout_snapshots(truth: torch.Tensor, pred: torch.Tensor, coords: torch.Tensor,

@@ -36,12 +36,15 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     args = [*tiny_overrides("burgers_upt", tmp_path / "data"), f"hydra.run.dir={run_dir}"]
     done = run_train(args)
     assert done.returncode == 0, done.stderr[-3000:]
-    for name in ("config.yaml", "results.json", "rollout_nrmse.png", "rollout_snapshots.png",
+    for name in ("config.yaml", "results.json", "rollout_nrmse.png", "rollout_snapshots.png", "conservation.png",
                  "stage1/metrics.csv", "stage2/metrics.csv", "stage2/checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), f"{name} missing from the run directory"
     results = json.loads((run_dir / "results.json").read_text())
     for key in ("test/nrmse", "test/persistence_nrmse", "test/rollout_nrmse_h3", "superres/rollout_nrmse_h3"):
         assert results["metrics"][key] > 0, key
+    # burgers2d declares its conserved mean velocity and dissipated energy: their drift per horizon is logged.
+    for name in ("mean_u", "mean_v", "energy"):
+        assert all(results["metrics"][f"test/conservation/{name}_h{k}"] >= 0 for k in (1, 2, 3)), name
     assert "persistence" in done.stdout and "rollout nRMSE" in done.stdout  # the summary table
     # Lightning's lines come once, through Hydra's handlers (console and train.log), without its advertisements.
     assert "GPU available" in done.stdout and "GPU available" in (run_dir / "train.log").read_text()
@@ -128,10 +131,14 @@ def test_latent_cache_with_a_trainable_encoder_fails_before_training(tmp_path):
         ("objective=val/rollout_nrmse_h10", "data.rollout_horizon"),
         ("loss.lambda_inv_enc=0.1", "loss.inverse_loss_max_weight"),
         ("model.compile=yes", "model.compile"),
+        ("data.conservation.energy.fields=[u,p]", "data.conservation"),
+        ("loss.lambda_conservation=0.1", "loss.inverse_loss_max_weight"),
+        ("data.conservation=null loss.lambda_conservation=0.01", "data.conservation"),
     ],
 )
 def test_impossible_settings_fail_before_training_naming_the_key(override, key, tmp_path):
-    cfg = compose_train([*tiny_overrides("burgers_upt", tmp_path / "data"), override, f"+run_dir={tmp_path / 'run'}"])
+    cfg = compose_train([*tiny_overrides("burgers_upt", tmp_path / "data"), *override.split(),
+                         f"+run_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run_experiment(cfg)
     assert not (tmp_path / "run" / "stage1").exists()

@@ -17,7 +17,7 @@ def make(**kwargs):
 def test_without_an_epoch_the_inverse_terms_keep_their_base_weight_on_their_batches():
     loss = make()
     assert loss.weights(0) == {"lambda_forward": 1.0, "lambda_inv_enc": 0.02, "lambda_inv_dec": 0.01,
-                               "lambda_rollout": 0.5, "lambda_spectral": 0.0}
+                               "lambda_rollout": 0.5, "lambda_spectral": 0.0, "lambda_conservation": 0.0}
     for batch_idx in (1, 2, 4, 5):
         off = loss.weights(batch_idx)
         assert off["lambda_inv_enc"] == off["lambda_inv_dec"] == 0.0
@@ -55,10 +55,21 @@ def test_calling_it_computes_the_bundle_with_the_batch_weights():
 
 def test_unknown_keys_and_impossible_settings_are_refused_by_name():
     assert set(TERM_WEIGHT_KEYS) == {"lambda_forward", "lambda_inv_enc", "lambda_inv_dec", "lambda_rollout",
-                                     "lambda_spectral"}
+                                     "lambda_spectral", "lambda_conservation"}
     with pytest.raises(ValueError, match="unknown loss weight keys.*lambda_bogus"):
         OperatorLoss({"lambda_bogus": 1.0})
     with pytest.raises(ValueError, match="loss.lambda_inv_enc"):
         OperatorLoss({"lambda_inv_enc": -0.1})
     with pytest.raises(ValueError, match="inverse_loss_frequency"):
         OperatorLoss({}, inverse_frequency=0)
+
+
+def test_the_conservation_weight_follows_the_curriculum_but_not_the_inverse_frequency():
+    loss = OperatorLoss(dict(lambda_conservation=0.04, lambda_inv_enc=0.02), inverse_frequency=3, warmup_epochs=2,
+                        max_weight=0.03, use_inverse=False)
+    assert loss.weights(1)["lambda_conservation"] == 0.04  # no epoch: base weight, on every batch
+    loss.set_epoch(3)
+    assert loss.weights(1)["lambda_conservation"] == pytest.approx(0.02)  # ramp: 0.04 * (3 - 2) / 2
+    loss.set_epoch(5)
+    assert loss.weights(2)["lambda_conservation"] == pytest.approx(0.03)  # capped
+    assert loss.weights(0)["lambda_inv_enc"] == 0.0  # use_inverse=False leaves the conservation term alone

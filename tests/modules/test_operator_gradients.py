@@ -13,8 +13,12 @@ TERMS = {
     "L_inv_dec": dict(lambda_inv_dec=0.5),
     "L_rollout": dict(lambda_rollout=1.0),
     "L_spectral": dict(lambda_spectral=1.0),
+    # The drift of declared integrals of the decoded prediction, in physical units.
+    "L_conservation": dict(lambda_conservation=1.0, conservation={"mean_u": {"kind": "mean", "fields": ["u"]},
+                                                                  "energy": {"kind": "energy", "fields": ["u", "v"]}}),
 }
-ALL_OFF = dict(lambda_forward=0.0, lambda_inv_enc=0.0, lambda_inv_dec=0.0, lambda_rollout=0.0, lambda_spectral=0.0)
+ALL_OFF = dict(lambda_forward=0.0, lambda_inv_enc=0.0, lambda_inv_dec=0.0, lambda_rollout=0.0, lambda_spectral=0.0,
+               lambda_conservation=0.0)
 
 
 class GradientProbe(pl.Callback):
@@ -142,3 +146,8 @@ def test_sampled_inverse_gradient_switch_keeps_the_loss_and_changes_only_the_gra
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-6, atol=0)
     assert results[False][1].abs().sum() > 0
     assert not torch.allclose(results[True][1], results[False][1], rtol=1e-3)  # an estimate vs the exact gradient
+
+
+def test_the_conservation_term_needs_declared_quantities(autoencoder_ckpt):
+    with pytest.raises(ValueError, match="lambda_conservation > 0 needs the data set's conserved quantities"):
+        OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, lambda_conservation=0.1)

@@ -67,6 +67,7 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         *,
         optimizer: str = "adamw", scheduler: str = "cosine", warmup_fraction: float = 0.0,
         min_lr_ratio: float = 0.0, betas: Sequence[float] = (0.9, 0.999),
+        conservation: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if grid_shape is None:
@@ -90,7 +91,7 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         self.fno = fno_class(n_modes=modes, in_channels=self.num_channels, out_channels=self.num_channels,
                              hidden_channels=hidden_channels, n_layers=n_layers, **dict(fno_kwargs or {}))
         self.save_hyperparameters()
-        self.init_forecast_evaluation(channel_names(self.field_spec))
+        self.init_forecast_evaluation(channel_names(self.field_spec), conservation)
 
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from upt_lightning.bench.options import BenchOptions
@@ -29,6 +29,7 @@ from upt_lightning.bench.report import BenchResult, Column, Target
 from upt_lightning.bench.timing import synchronize
 from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.latent_cache import LatentCache
+from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.stage1 import build_autoencoder
 from upt_lightning.pipeline.stage2 import build_operator_module
 
@@ -101,9 +102,9 @@ def compose_experiment(options: BenchOptions, overrides: list[str]) -> DictConfi
 
 
 def _datamodule(cfg: DictConfig) -> GridDataModule:
-    """The experiment's data module (its super-resolution copy is not needed here), data generated if missing."""
-    spec = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = GridDataModule(**{key: value for key, value in spec.items() if key not in ("_target_", "superres")})
+    """The experiment's data module (without the evaluation's entries), data generated if missing."""
+    spec = datamodule_settings(cfg)
+    datamodule = GridDataModule(**{key: value for key, value in spec.items() if key != "_target_"})
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

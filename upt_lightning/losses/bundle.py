@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
+from upt_lightning.losses.conservation import conservation_loss
 from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
 from upt_lightning.losses.inverse import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.latent import forward_loss, rollout_loss
@@ -21,6 +22,7 @@ DEFAULT_WEIGHTS = {
     "lambda_inv_dec": 0.0,
     "lambda_rollout": 0.0,
     "lambda_spectral": 0.0,
+    "lambda_conservation": 0.0,
     "inverse_loss_warmup_epochs": 15,
     "inverse_loss_max_weight": 0.05,
 }
@@ -31,9 +33,12 @@ TERMS = {
     "L_inv_dec": ("lambda_inv_dec", ("encoded_latent", "decoder", "encoder", "query_positions", "coords")),
     "L_rollout": ("lambda_rollout", ("pred_rollout", "target_rollout")),
     "L_spectral": ("lambda_spectral", ("spectral_pred", "spectral_target", "grid_shape")),
+    "L_conservation": ("lambda_conservation", ("conservation_pred", "conservation_target", "conservation_quantities")),
 }
 TERM_WEIGHT_KEYS = tuple(key for key, _ in TERMS.values())  # the one list of the terms' weight keys
-INVERSE_WEIGHT_KEYS = (TERMS["L_inv_enc"][0], TERMS["L_inv_dec"][0])  # the weights the curriculum ramps in
+INVERSE_WEIGHT_KEYS = (TERMS["L_inv_enc"][0], TERMS["L_inv_dec"][0])
+# The weights the curriculum ramps in and caps: the inverse terms and the conservation term.
+CURRICULUM_WEIGHT_KEYS = (*INVERSE_WEIGHT_KEYS, TERMS["L_conservation"][0])
 
 
 @dataclass
@@ -60,7 +65,7 @@ def _effective_weights(weights: Mapping | None, current_epoch: int | None) -> di
     warmup = check_non_negative_int("inverse_loss_warmup_epochs", merged["inverse_loss_warmup_epochs"])
     cap = check_weight("inverse_loss_max_weight", merged["inverse_loss_max_weight"])
     if current_epoch is not None:
-        for key in INVERSE_WEIGHT_KEYS:
+        for key in CURRICULUM_WEIGHT_KEYS:
             out[key] = compute_inverse_loss_curriculum_weight(current_epoch, out[key], warmup, cap)
     return out
 
@@ -99,6 +104,9 @@ def compute_operator_loss_bundle(
     per_sample: bool = False,
     mask: torch.Tensor | None = None,
     sampled_gradient: bool = True,
+    conservation_pred: torch.Tensor | None = None,
+    conservation_target: torch.Tensor | None = None,
+    conservation_quantities: Mapping | None = None,
 ) -> LossBundle:
     """Compute every loss term whose effective weight is non-zero and their weighted sum.
 
@@ -108,7 +116,9 @@ def compute_operator_loss_bundle(
     query_positions, coords, optional meta with its own ``"mask"``) -> ``lambda_inv_dec``;
     ``L_rollout`` (pred_rollout, target_rollout) -> ``lambda_rollout``; ``L_spectral``
     (spectral_pred, spectral_target: physical fields on the grid, and grid_shape) ->
-    ``lambda_spectral``. Weights default to 0.0 except ``lambda_forward``; unknown keys and
+    ``lambda_spectral``; ``L_conservation`` (conservation_pred, conservation_target: physical fields
+    (B, N, C), conservation_quantities: resolved declarations; ``mask`` marks padding) ->
+    ``lambda_conservation``. Weights default to 0.0 except ``lambda_forward``; unknown keys and
     negative weights raise ValueError.
 
     A term with a non-zero weight whose inputs are missing raises ValueError naming them: a
@@ -118,7 +128,7 @@ def compute_operator_loss_bundle(
     counts *batches*, not epochs), pass their weights as 0 on the other batches: ``OperatorLoss``
     (operator_loss.py) does, and is what the training modules call.
 
-    With ``current_epoch`` set, both inverse weights follow
+    With ``current_epoch`` set, both inverse weights (and the conservation weight) follow
     ``compute_inverse_loss_curriculum_weight`` with ``inverse_loss_warmup_epochs`` (15) and
     ``inverse_loss_max_weight`` (0.05): the weight is 0 before the warmup *and at
     epoch == warmup_epochs* (the ramp starts from zero), then ramps linearly to the base weight,
@@ -136,6 +146,8 @@ def compute_operator_loss_bundle(
         encoder=encoder, query_positions=query_positions, coords=coords, pred_next=pred_next,
         target_next=target_next, pred_rollout=pred_rollout, target_rollout=target_rollout,
         spectral_pred=spectral_pred, spectral_target=spectral_target, grid_shape=grid_shape,
+        conservation_pred=conservation_pred, conservation_target=conservation_target,
+        conservation_quantities=conservation_quantities or None,
     )
     weight_of = _effective_weights(weights, current_epoch)
     active = {name: weight_of[key] for name, (key, _) in TERMS.items() if weight_of[key] != 0.0}
@@ -160,6 +172,8 @@ def compute_operator_loss_bundle(
         ),
         "L_rollout": lambda: rollout_loss(pred_rollout, target_rollout),
         "L_spectral": lambda: spectral_loss(spectral_pred, spectral_target, grid_shape),
+        "L_conservation": lambda: conservation_loss(conservation_pred, conservation_target, conservation_quantities,
+                                                    mask),
     }
     shared = {}
     if {"L_inv_enc", "L_inv_dec"} <= active.keys() and shares_one_decode(

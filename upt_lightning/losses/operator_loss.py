@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from upt_lightning.losses.bundle import INVERSE_WEIGHT_KEYS, TERM_WEIGHT_KEYS, LossBundle, compute_operator_loss_bundle
+from upt_lightning.losses.bundle import (
+    CURRICULUM_WEIGHT_KEYS,
+    INVERSE_WEIGHT_KEYS,
+    TERM_WEIGHT_KEYS,
+    LossBundle,
+    compute_operator_loss_bundle,
+)
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
 from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
 
 
 class OperatorLoss:
-    """Base weights of the loss terms, and the schedule of the two inverse terms.
+    """Base weights of the loss terms, and the schedule of the two inverse terms and the conservation term.
 
-    The effective weight of an inverse term at a training batch is decided here and nowhere else:
+    The effective weight of a scheduled term at a training batch is decided here and nowhere else:
 
     * no epoch set (no curriculum): its base weight;
     * after :meth:`set_epoch`: ``compute_inverse_loss_curriculum_weight(epoch, base, warmup_epochs,
       max_weight)`` (0 before the warm-up and at its end, then a ramp to ``min(base, max_weight)``);
-    * on batches with ``batch_idx % inverse_frequency != 0``, and with ``use_inverse`` False: 0.
+    * the inverse terms only: 0 on batches with ``batch_idx % inverse_frequency != 0``, and with
+      ``use_inverse`` False.
 
-    The other terms always have their base weight. The curriculum callback sets the epoch whenever
+    The other terms (forward, rollout, spectral) always have their base weight. The curriculum callback sets the epoch whenever
     training starts or resumes (also in the middle of an epoch) and at every epoch start; the
     LightningModule asks :meth:`weights` for each batch and calls the bundle through :meth:`__call__`.
 
@@ -50,15 +57,21 @@ class OperatorLoss:
         """Follow the curriculum from ``epoch`` on (the training epoch in progress)."""
         self.epoch = check_non_negative_int("epoch", epoch)
 
-    def inverse_weights(self) -> dict[str, float]:
-        """The inverse weights of the current epoch, before the batch frequency: ``{lambda_inv_enc: ..., ...}``."""
+    def scheduled_weights(self) -> dict[str, float]:
+        """The curriculum's weights of the current epoch, before the batch frequency:
+        ``{lambda_inv_enc, lambda_inv_dec, lambda_conservation: ...}``."""
         out = {}
-        for key in INVERSE_WEIGHT_KEYS:
-            base = self.base[key] if self.use_inverse else 0.0
+        for key in CURRICULUM_WEIGHT_KEYS:
+            base = 0.0 if key in INVERSE_WEIGHT_KEYS and not self.use_inverse else self.base[key]
             if self.epoch is not None:
                 base = compute_inverse_loss_curriculum_weight(self.epoch, base, self.warmup_epochs, self.max_weight)
             out[key] = base
         return out
+
+    def inverse_weights(self) -> dict[str, float]:
+        """The inverse weights of the current epoch, before the batch frequency: ``{lambda_inv_enc: ..., ...}``."""
+        scheduled = self.scheduled_weights()
+        return {key: scheduled[key] for key in INVERSE_WEIGHT_KEYS}
 
     def inverse_runs(self, batch_idx: int) -> bool:
         """Whether batch ``batch_idx`` of the epoch is one on which the inverse terms run."""
@@ -68,7 +81,8 @@ class OperatorLoss:
         """Effective weight of every term at batch ``batch_idx`` of the current epoch."""
         out = dict(self.base)
         now = self.inverse_runs(batch_idx)
-        out.update({key: value if now else 0.0 for key, value in self.inverse_weights().items()})
+        for key, value in self.scheduled_weights().items():
+            out[key] = value if now or key not in INVERSE_WEIGHT_KEYS else 0.0
         return out
 
     def __call__(self, batch_idx: int, **inputs) -> LossBundle:

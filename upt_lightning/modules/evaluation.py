@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from upt_lightning.metrics import FieldErrorMetrics, RolloutErrorMetrics
+from upt_lightning.metrics.conservation import ConservationDrift, resolve_quantities
 
 # The val/test values are logged from torchmetrics states that compute() already synced across ranks, so
 # Lightning's advice to add sync_dist=True (one warning per key under DDP) does not apply.
@@ -76,21 +77,27 @@ class OneStepEvaluation(nn.Module):
 
 
 class RolloutEvaluation(nn.Module):
-    """Accumulates per-horizon-step rollout errors of the model and of persistence."""
+    """Accumulates per-horizon-step rollout errors of the model and of persistence, and the drift of the
+    data set's conserved or dissipated quantities (``conservation``, see metrics/conservation.py)."""
 
-    def __init__(self, horizon: int, num_channels: int, grid_shape, channel_names: Sequence[str]):
+    def __init__(self, horizon: int, num_channels: int, grid_shape, channel_names: Sequence[str],
+                 conservation: Mapping | None = None):
         super().__init__()
         kwargs = dict(horizon=horizon, num_channels=num_channels, grid_shape=grid_shape,
                       channel_names=list(channel_names))
         self.horizon = horizon
         self.model = RolloutErrorMetrics(**kwargs)
         self.persistence = RolloutErrorMetrics(**kwargs)
+        quantities = resolve_quantities(conservation, list(channel_names))
+        self.conservation = ConservationDrift(quantities, horizon) if quantities else None
 
     def update(self, pred, target, last_input, mask=None) -> None:
         """pred, target: raw (B, K, N, C); last_input: raw (B, N, C)."""
         self.model.update(pred.float(), target.float(), mask)
         baseline = last_input.float().unsqueeze(1).expand_as(target)
         self.persistence.update(baseline, target.float(), mask)
+        if self.conservation is not None:
+            self.conservation.update(pred, target, mask)
 
     def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {}
@@ -102,6 +109,12 @@ class RolloutEvaluation(nn.Module):
                     for k in range(per_step.shape[0]):
                         out[f"{prefix}/{name}_{key}_h{k + 1}"] = per_step[k]
                     out[f"{prefix}/{name}_{key}_last"] = per_step[-1]
+        if self.conservation is not None:
+            if updated_on_any_rank(self.conservation):
+                for name, per_step in synced_compute(self.conservation).items():
+                    for k in range(per_step.shape[0]):
+                        out[f"{prefix}/conservation/{name}_h{k + 1}"] = per_step[k]
+            self.conservation.reset()
         self.model.reset()
         self.persistence.reset()
         return out

@@ -7,11 +7,18 @@ pipeline's test, super-resolution, plots, summary and sweep table read either wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
+from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
+
+
+def resolve_quantities_spec(conservation: Mapping | None, channel_names: Sequence[str]) -> dict | None:
+    """The declaration itself after checking it against the channels (ValueError naming the problem)."""
+    resolve_quantities(conservation, channel_names)
+    return None if not conservation else {str(k): dict(v) for k, v in conservation.items()}
 
 
 class ForecastEvaluationMixin:
@@ -24,9 +31,11 @@ class ForecastEvaluationMixin:
     and the two predictions :meth:`predict_next_normalised` and :meth:`rollout_batch_normalised`.
     """
 
-    def init_forecast_evaluation(self, channel_names: Sequence[str]) -> None:
+    def init_forecast_evaluation(self, channel_names: Sequence[str], conservation: Mapping | None = None) -> None:
+        """``conservation``: the data set's declared quantities (metrics/conservation.py), or None."""
         # The rollout metrics are built on first use: their horizon is that of the rollout loader.
         self._rollout_names = list(channel_names)
+        self._conservation = resolve_quantities_spec(conservation, self._rollout_names)
         self.val_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, self._rollout_names)
         self.test_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, self._rollout_names)
         self.val_rollout: RolloutEvaluation | None = None
@@ -44,7 +53,8 @@ class ForecastEvaluationMixin:
         attr = f"{stage}_rollout"
         current = getattr(self, attr)
         if current is None or current.horizon != horizon:
-            current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names)
+            current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names,
+                                        self._conservation)
             setattr(self, attr, current.to(self.device))
         return current
 

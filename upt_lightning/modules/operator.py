@@ -10,6 +10,7 @@ import torch
 
 from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
+from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.runtime.checkpoints import adopt_autoencoder_state, load_autoencoder_checkpoint
@@ -47,6 +48,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             decoder's cost; see ``inverse_decoding_loss``); False backpropagates through every point.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
         num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
+        conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
+            from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         lambda_rollout: float = 0.0,
         lambda_spectral: float = 0.0,
         lambda_recon: float = 1.0,
+        lambda_conservation: float = 0.0,
         inverse_loss_frequency: int = 1,
         inverse_loss_warmup_epochs: int = 5,
         inverse_loss_max_weight: float = 0.05,
@@ -81,6 +85,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         scheduler: str = "cosine",
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
+        conservation: Mapping[str, Any] | None = None,
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -104,7 +109,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
         operator_loss = OperatorLoss(
             dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
-                 lambda_rollout=lambda_rollout, lambda_spectral=lambda_spectral),
+                 lambda_rollout=lambda_rollout, lambda_spectral=lambda_spectral,
+                 lambda_conservation=lambda_conservation),
             inverse_frequency=inverse_loss_frequency, warmup_epochs=inverse_loss_warmup_epochs,
             max_weight=inverse_loss_max_weight, use_inverse=use_inverse_losses,
         )
@@ -129,7 +135,11 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 module.requires_grad_(False)
                 module.eval()
         self.operator_loss = operator_loss
-        self.init_forecast_evaluation(channel_names(self.field_spec))
+        self.init_forecast_evaluation(channel_names(self.field_spec), conservation)
+        self.conserved = resolve_quantities(conservation, channel_names(self.field_spec))
+        if lambda_conservation > 0 and not self.conserved:
+            raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
+                             "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")
 
     @property
     def inverse_weights(self) -> dict[str, float]:
@@ -166,7 +176,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         works in latent space (a latent cache then needs to serve no fields at all)."""
         hp = self.hparams
         inverse = bool(hp.use_inverse_losses) and (hp.lambda_inv_enc > 0 or hp.lambda_inv_dec > 0)
-        return inverse or hp.lambda_spectral > 0 or not hp.freeze_autoencoder
+        physical = hp.lambda_spectral > 0 or hp.get("lambda_conservation", 0.0) > 0
+        return inverse or physical or not hp.freeze_autoencoder
 
     def training_step(self, batch, batch_idx):
         hp = self.hparams
@@ -237,7 +248,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
     def _field_loss_inputs(self, b, z_pred: torch.Tensor, weights: Mapping[str, float]) -> dict:
         """The loss bundle's physical-space inputs (next frame, points, models); none for a batch without fields."""
         if b is None:
-            needing = [key for key in ("lambda_inv_enc", "lambda_inv_dec", "lambda_spectral") if weights[key] > 0]
+            needing = [key for key in ("lambda_inv_enc", "lambda_inv_dec", "lambda_spectral", "lambda_conservation")
+                       if weights[key] > 0]
             if needing:
                 raise ValueError(
                     f"the batch holds cached latents without fields, but {needing} > 0 compare fields: build the "
@@ -245,9 +257,15 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 )
             return {}
         next_fields = b.targets[:, 0]
-        spectral_pred = self.decode(z_pred, b.coords) if self.hparams.lambda_spectral > 0 else None
+        conserving = weights["lambda_conservation"] > 0
+        decoded = self.decode(z_pred, b.coords) if self.hparams.lambda_spectral > 0 or conserving else None
+        spectral_pred = decoded if self.hparams.lambda_spectral > 0 else None
         return dict(
             input_fields=split_fields(next_fields, self.field_spec), decoder=self.decoder, input_positions=b.coords,
             encoder=self.encoder, query_positions=b.coords, coords=b.coords, meta=b.meta, mask=b.mask,
             spectral_pred=spectral_pred, spectral_target=next_fields if spectral_pred is not None else None,
+            # The declared integrals are physical quantities: compared in physical units.
+            conservation_pred=self.normalizer.denormalize_fields(decoded) if conserving else None,
+            conservation_target=b.raw_targets[:, 0] if conserving else None,
+            conservation_quantities=self.conserved if conserving else None,
         )

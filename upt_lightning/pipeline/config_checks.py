@@ -8,7 +8,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
-from upt_lightning.losses.bundle import INVERSE_WEIGHT_KEYS, TERM_WEIGHT_KEYS
+from upt_lightning.losses.bundle import CURRICULUM_WEIGHT_KEYS, TERM_WEIGHT_KEYS
 from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.compile import compile_settings
 from upt_lightning.modules.nonfinite import NAN_POLICIES
@@ -123,7 +123,7 @@ def _check_inverse_cap(cfg: DictConfig) -> None:
     cap = cfg.loss.get("inverse_loss_max_weight")
     if cap is None:
         return
-    for name in INVERSE_WEIGHT_KEYS:
+    for name in CURRICULUM_WEIGHT_KEYS:
         value = cfg.loss.get(name)
         if value is not None and value > cap:
             raise ConfigError(

@@ -22,3 +22,4 @@ def optim_settings(cfg: DictConfig) -> dict:
     settings = {**DEFAULT_OPTIM, **given}
     settings["betas"] = [float(b) for b in settings["betas"]]
     return settings
+

@@ -33,6 +33,9 @@ def summary_table(metrics: dict, title: str, model: str = "UPT") -> Table:
         baseline = metrics.get(baseline_key) if baseline_key else None
         ratio = f"{value / baseline:.3f}" if baseline else ""
         table.add_row(label, f"{value:.4g}", "" if baseline is None else f"{baseline:.4g}", ratio)
+    for key in sorted(k for k in metrics if k.startswith("test/conservation/") and k.endswith("_h10")):
+        name = key[len("test/conservation/"):-len("_h10")]
+        table.add_row(f"{name} drift, h=10", f"{metrics[key]:.3g}", "", "")
     return table
 
 

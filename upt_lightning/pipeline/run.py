@@ -11,12 +11,14 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError, is_user_error
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.baseline import train_fno
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
+from upt_lightning.pipeline.conservation import check_conservation
+from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.data_checks import validate_data_once
 from upt_lightning.pipeline.evaluate import example_rollout, split_metrics, test_metrics, write_config
 from upt_lightning.pipeline.model_kind import LABELS, model_kind
@@ -25,15 +27,15 @@ from upt_lightning.pipeline.report import print_summary, write_results
 from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.stage1 import obtain_autoencoder
 from upt_lightning.pipeline.stage2 import train_operator
-from upt_lightning.plots import plot_error_vs_horizon, plot_rollout_snapshots
+from upt_lightning.plots import conservation_curves, plot_conservation, plot_error_vs_horizon, plot_rollout_snapshots
 
 log = logging.getLogger("upt_lightning.pipeline")
 
 
 def build_datamodule(cfg: DictConfig):
-    """Instantiate the data group (minus its super-resolution entry), generate if missing, set up."""
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg.pop("superres", None)
+    """Instantiate the data group (minus its super-resolution and conservation entries), generate if missing,
+    set up."""
+    data_cfg = datamodule_settings(cfg)
     try:
         datamodule = instantiate(data_cfg, _convert_="all")
     except InstantiationException as error:
@@ -92,6 +94,7 @@ def run_experiment(cfg: DictConfig) -> dict:
 
     datamodule = build_datamodule(cfg)
     check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
+    check_conservation(cfg, datamodule.field_names)
     validate_data_once(cfg, datamodule)
     check_autoencoder_ckpt(cfg, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +162,9 @@ def make_plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path)
         kind = model_kind(cfg)
         label = "UPT (latent rollout)" if kind == "upt" else LABELS[kind]
         paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / "rollout_nrmse.png", label=label))
+    drift = conservation_curves(metrics)
+    if drift:
+        paths.append(plot_conservation(drift, run_dir / "conservation.png", label=LABELS[model_kind(cfg)]))
     example = example_rollout(model, datamodule)
     paths.append(plot_rollout_snapshots(
         example["truth"], example["pred"], example["coords"], datamodule.grid_shape,

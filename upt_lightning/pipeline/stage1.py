@@ -14,6 +14,7 @@ from upt_lightning.runtime.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
+from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.time_budget import stage_max_time
@@ -24,8 +25,7 @@ log = logging.getLogger("upt_lightning.pipeline")
 
 def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
     """Hash of everything stage 1 depends on: its settings, the model's encoder/decoder, sampling, data."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    data.pop("superres", None)
+    data = datamodule_settings(cfg)
     data.pop("num_workers", None)
     identity = {
         "stage1": _stage1_settings(cfg),

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.modules import OperatorModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
+from upt_lightning.pipeline.conservation import conservation_of
 from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage2_callbacks
@@ -34,6 +35,7 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
         **optim_settings(cfg),
+        conservation=conservation_of(cfg),
     )
 
 

@@ -1,0 +1,17 @@
+"""The data config group: what the DataModule takes, apart from what only the evaluation reads."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+# Entries of the data group that the evaluation reads, not the DataModule: the finer copy for zero-shot
+# super-resolution (pipeline/superres.py) and the conserved quantities (pipeline/conservation.py).
+EVALUATION_KEYS = ("superres", "conservation")
+
+
+def datamodule_settings(cfg: DictConfig) -> dict:
+    """``cfg.data`` as plain types (``_target_`` included), without :data:`EVALUATION_KEYS`."""
+    settings = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in EVALUATION_KEYS:
+        settings.pop(key, None)
+    return settings
