@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 
 from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.losses import OperatorLoss
-from upt_lightning.models.validation import DeferredFiniteChecks, deferring_finite_checks
+from upt_lightning.models.validation import DeferredFiniteChecks, defer_finite_checks, stop_deferring
 
 log = logging.getLogger("upt_lightning.callbacks")
 
@@ -147,7 +147,7 @@ class SyncFreeChecks(pl.Callback):
         self.every_n_steps = every_n_steps
         self.interval = 1
         self.checks = DeferredFiniteChecks()
-        self._context = None
+        self._token = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.every_n_steps == "auto":
@@ -162,9 +162,9 @@ class SyncFreeChecks(pl.Callback):
             pl_module.flush_loss_checks()
 
     def _stop_deferring(self) -> None:
-        if self._context is not None:
-            self._context.__exit__(None, None, None)
-            self._context = None
+        if self._token is not None:
+            stop_deferring(self._token)
+            self._token = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.interval > 1 and hasattr(pl_module, "flush_loss_checks"):
@@ -172,8 +172,7 @@ class SyncFreeChecks(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.interval > 1:
-            self._context = deferring_finite_checks(self.checks)
-            self._context.__enter__()
+            self._token = defer_finite_checks(self.checks)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._stop_deferring()

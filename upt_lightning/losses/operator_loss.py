@@ -26,9 +26,10 @@ class OperatorLoss:
     * the inverse terms only: 0 on batches with ``batch_idx % inverse_frequency != 0``, and with
       ``use_inverse`` False.
 
-    The other terms (forward, rollout, spectral) always have their base weight. The curriculum callback sets the epoch whenever
-    training starts or resumes (also in the middle of an epoch) and at every epoch start; the
-    LightningModule asks :meth:`weights` for each batch and calls the bundle through :meth:`__call__`.
+    The other terms (forward, rollout, spectral) always have their base weight. The curriculum callback
+    sets the epoch whenever training starts or resumes (also in the middle of an epoch) and at every
+    epoch start; the LightningModule asks :meth:`weights` for each batch and calls the bundle through
+    :meth:`__call__`.
 
     Args:
         weights: base weights by key (``lambda_forward``, ``lambda_inv_enc``, ...; missing keys are 0

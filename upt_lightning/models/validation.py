@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 import torch
 
@@ -15,7 +15,7 @@ _ALLOWED_NONFINITE: ContextVar[frozenset[str]] = ContextVar("allowed_nonfinite",
 class DeferredFiniteChecks:
     """NaN/Inf counts of checked tensors, kept on their device: no host sync until :meth:`raise_if_any`.
 
-    Inside :func:`deferring_finite_checks` :func:`check_finite` adds each tensor's count of non-finite
+    After :func:`defer_finite_checks` :func:`check_finite` adds each tensor's count of non-finite
     entries here instead of reading it on the host (which waits for the device to finish, once per
     forward); :meth:`raise_if_any` reads every count with one sync and raises the error the immediate
     check would have raised, with the counts summed over the calls since the last check.
@@ -42,14 +42,14 @@ class DeferredFiniteChecks:
 _DEFERRED: ContextVar[DeferredFiniteChecks | None] = ContextVar("deferred_finite_checks", default=None)
 
 
-@contextmanager
-def deferring_finite_checks(checks: DeferredFiniteChecks | None) -> Iterator[None]:
-    """Within the block ``check_finite`` records into ``checks`` (None: checks stay immediate)."""
-    token = _DEFERRED.set(checks)
-    try:
-        yield
-    finally:
-        _DEFERRED.reset(token)
+def defer_finite_checks(checks: DeferredFiniteChecks) -> Token:
+    """From now on (in this context) ``check_finite`` records into ``checks`` instead of reading the device;
+    :func:`stop_deferring` with the returned token makes the checks immediate again."""
+    return _DEFERRED.set(checks)
+
+
+def stop_deferring(token: Token) -> None:
+    _DEFERRED.reset(token)
 
 
 def _nonfinite_message(name: str, bad: int) -> str:
@@ -95,7 +95,7 @@ def allow_nonfinite(*names: str) -> Iterator[None]:
 def check_finite(name: str, tensor: torch.Tensor) -> None:
     """Reject NaN or infinite entries (a corrupted file or a diverged run upstream).
 
-    Immediate by default (one host sync); inside :func:`deferring_finite_checks` the count is only
+    Immediate by default (one host sync); after :func:`defer_finite_checks` the count is only
     recorded on the device and the error comes at the next ``raise_if_any``.
     """
     if name in _ALLOWED_NONFINITE.get():

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from upt_lightning.metrics import FieldErrorMetrics, RolloutErrorMetrics
-from upt_lightning.metrics.conservation import ConservationDrift, resolve_quantities
+from upt_lightning.metrics.conservation import ConservationDrift
 
 # The val/test values are logged from torchmetrics states that compute() already synced across ranks, so
 # Lightning's advice to add sync_dist=True (one warning per key under DDP) does not apply.
@@ -78,18 +78,18 @@ class OneStepEvaluation(nn.Module):
 
 class RolloutEvaluation(nn.Module):
     """Accumulates per-horizon-step rollout errors of the model and of persistence, and the drift of the
-    data set's conserved or dissipated quantities (``conservation``, see metrics/conservation.py)."""
+    data set's conserved or dissipated quantities (``conserved``: ``resolve_quantities`` of its declaration,
+    see metrics/conservation.py)."""
 
     def __init__(self, horizon: int, num_channels: int, grid_shape, channel_names: Sequence[str],
-                 conservation: Mapping | None = None):
+                 conserved: Mapping | None = None):
         super().__init__()
         kwargs = dict(horizon=horizon, num_channels=num_channels, grid_shape=grid_shape,
                       channel_names=list(channel_names))
         self.horizon = horizon
         self.model = RolloutErrorMetrics(**kwargs)
         self.persistence = RolloutErrorMetrics(**kwargs)
-        quantities = resolve_quantities(conservation, list(channel_names))
-        self.conservation = ConservationDrift(quantities, horizon) if quantities else None
+        self.conservation = ConservationDrift(conserved, horizon) if conserved else None
 
     def update(self, pred, target, last_input, mask=None) -> None:
         """pred, target: raw (B, K, N, C); last_input: raw (B, N, C)."""

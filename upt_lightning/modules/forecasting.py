@@ -15,12 +15,6 @@ from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
 
 
-def resolve_quantities_spec(conservation: Mapping | None, channel_names: Sequence[str]) -> dict | None:
-    """The declaration itself after checking it against the channels (ValueError naming the problem)."""
-    resolve_quantities(conservation, channel_names)
-    return None if not conservation else {str(k): dict(v) for k, v in conservation.items()}
-
-
 class ForecastEvaluationMixin:
     """Loader 0 of val/test: one-step metrics; loader 1: rollout metrics per horizon step; both in physical
     units beside persistence (prediction = input frame).
@@ -32,10 +26,11 @@ class ForecastEvaluationMixin:
     """
 
     def init_forecast_evaluation(self, channel_names: Sequence[str], conservation: Mapping | None = None) -> None:
-        """``conservation``: the data set's declared quantities (metrics/conservation.py), or None."""
+        """``conservation``: the data set's declared quantities (metrics/conservation.py), or None; checked
+        against the channels here (ValueError naming the problem) and kept resolved in ``self.conserved``."""
         # The rollout metrics are built on first use: their horizon is that of the rollout loader.
         self._rollout_names = list(channel_names)
-        self._conservation = resolve_quantities_spec(conservation, self._rollout_names)
+        self.conserved = resolve_quantities(conservation, self._rollout_names)
         self.val_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, self._rollout_names)
         self.test_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, self._rollout_names)
         self.val_rollout: RolloutEvaluation | None = None
@@ -54,7 +49,7 @@ class ForecastEvaluationMixin:
         current = getattr(self, attr)
         if current is None or current.horizon != horizon:
             current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names,
-                                        self._conservation)
+                                        self.conserved)
             setattr(self, attr, current.to(self.device))
         return current
 

@@ -41,10 +41,15 @@ def check_policy_supported(policy: str, world_size: int) -> None:
         )
 
 
+def finite_flag(loss: torch.Tensor, components: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """0-dim bool tensor on the loss's device: the total and every component are finite (no host sync)."""
+    values = [loss.detach().reshape(-1), *(c.detach().reshape(-1) for c in components.values())]
+    return torch.isfinite(torch.cat([v.float() for v in values])).all()
+
+
 def all_finite(loss: torch.Tensor, components: Mapping[str, torch.Tensor]) -> bool:
     """True when the total and every component are finite; one host sync for all of them."""
-    values = [loss.detach().reshape(-1), *(c.detach().reshape(-1) for c in components.values())]
-    return bool(torch.isfinite(torch.cat([v.float() for v in values])).all())
+    return bool(finite_flag(loss, components))
 
 
 def describe_nonfinite(loss: torch.Tensor, components: Mapping[str, torch.Tensor], batch) -> str:
@@ -105,10 +110,7 @@ class NonFiniteLossGuard:
         pending, self.deferred_losses = self.deferred_losses, ([] if self.deferred_losses is not None else None)
         if not pending:
             return
-        flags = torch.stack([
-            torch.isfinite(torch.cat([loss.reshape(-1).float(), *(c.reshape(-1).float() for c in comps.values())])).all()
-            for _, _, _, loss, comps in pending
-        ]).tolist()
+        flags = torch.stack([finite_flag(loss, comps) for _, _, _, loss, comps in pending]).tolist()
         for (step, epoch, batch_idx, loss, comps), finite in zip(pending, flags):
             if not finite:
                 raise NonFiniteLossError(

@@ -10,7 +10,6 @@ import torch
 
 from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
-from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.runtime.checkpoints import adopt_autoencoder_state, load_autoencoder_checkpoint
@@ -135,8 +134,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 module.requires_grad_(False)
                 module.eval()
         self.operator_loss = operator_loss
-        self.init_forecast_evaluation(channel_names(self.field_spec), conservation)
-        self.conserved = resolve_quantities(conservation, channel_names(self.field_spec))
+        self.init_forecast_evaluation(channel_names(self.field_spec), conservation)  # sets self.conserved
         if lambda_conservation > 0 and not self.conserved:
             raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
                              "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")

@@ -108,7 +108,6 @@ class LatentRolloutMixin:
             raise ValueError(f"mode={mode!r} is unknown; choose one of {ROLLOUT_MODES}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        check_decode_steps(decode_steps, steps)  # before any work
         norm = self.normalizer
         points = norm.normalize_coords(coords)
         queries = points if query_points is None else norm.normalize_coords(query_points)

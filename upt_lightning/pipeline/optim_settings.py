@@ -22,4 +22,3 @@ def optim_settings(cfg: DictConfig) -> dict:
     settings = {**DEFAULT_OPTIM, **given}
     settings["betas"] = [float(b) for b in settings["betas"]]
     return settings
-
