@@ -8,6 +8,7 @@ writers, and ``python -m upt_lightning.data.generate NAME --out DIR`` generates 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datamodules import GridDataModule, MeshDataModule, TrajectoryDataModule
 from upt_lightning.data.datasets import TrajectoryWindows
+from upt_lightning.data.multi import MultiDataModule
 from upt_lightning.data.readers import (
     MeshSource,
     PDEBench1DSource,
@@ -27,6 +28,7 @@ __all__ = [
     "GridDataModule",
     "MeshDataModule",
     "MeshSource",
+    "MultiDataModule",
     "PDEBench1DSource",
     "PDEBenchCFDSource",
     "PDEBenchGroupsSource",

@@ -21,11 +21,15 @@ class LatentOperator(nn.Module):
     conditioning vector that sets shift, scale and gate of every block (DiT adaLN-Zero). Gates
     and output projection start at zero, so a fresh operator is the identity map: training
     starts at the persistence baseline.
+
+    With ``num_datasets > 0`` (one model over several datasets) a learned embedding of the dataset index
+    is added to the conditioning vector: the dataset conditions every block as the time step does, and
+    ``forward`` needs ``dataset`` ((B,) int64 or an int).
     """
 
     def __init__(
         self, latent_dim: int, latent_tokens: int, dim: int = 128, depth: int = 4, num_heads: int = 4,
-        mlp_ratio: float = 4.0,
+        mlp_ratio: float = 4.0, num_datasets: int = 0,
     ):
         super().__init__()
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
@@ -43,6 +47,12 @@ class LatentOperator(nn.Module):
         self.dt_embed = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.blocks = nn.ModuleList(ModulatedBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.out = ModulatedOutput(dim, latent_dim)
+        if num_datasets < 0:
+            raise ValueError(f"num_datasets must be >= 0, got {num_datasets}")
+        self.num_datasets = int(num_datasets)
+        self.dataset_embed = nn.Embedding(num_datasets, dim) if num_datasets else None
+        if self.dataset_embed is not None:
+            nn.init.trunc_normal_(self.dataset_embed.weight, std=0.02)
 
     def _dt_batch(self, dt: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
         """``dt`` as a ``(B,)`` tensor of ``like``'s dtype and device."""
@@ -54,10 +64,17 @@ class LatentOperator(nn.Module):
         check_finite("dt", dt)
         return dt
 
-    def forward(self, z: torch.Tensor, dt: float | torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, dt: float | torch.Tensor, dataset: int | torch.Tensor | None = None) -> torch.Tensor:
         check_points_tensor("z", z, self.latent_dim, count=self.latent_tokens)
         dt = self._dt_batch(dt, z.shape[0], z)
         cond = self.dt_embed(self.dt_features(dt.unsqueeze(-1)))
+        if self.dataset_embed is not None:
+            if dataset is None:
+                raise ValueError(f"this operator serves {self.num_datasets} datasets: pass dataset= (index per sample)")
+            index = torch.as_tensor(dataset, device=z.device, dtype=torch.long).reshape(-1).expand(z.shape[0])
+            cond = cond + self.dataset_embed(index)
+        elif dataset is not None:
+            raise ValueError("dataset= given, but this operator was built for one dataset (num_datasets=0)")
         x = self.in_proj(z) + self.pos_embed
         for block in self.blocks:
             x = block(x, cond)

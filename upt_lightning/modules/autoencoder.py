@@ -9,7 +9,9 @@ import torch
 
 from upt_lightning.fields import split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
+from upt_lightning.models.multi_dataset import batch_dataset
 from upt_lightning.modules.base import UPTModuleBase
+from upt_lightning.modules.dataset_logs import per_dataset_logs
 from upt_lightning.modules.evaluation import OneStepEvaluation, without_padding
 
 
@@ -45,6 +47,7 @@ class AutoencoderModule(UPTModuleBase):
         scheduler: str = "cosine",
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
+        datasets: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         if lambda_cycle < 0:  # checked before the models are built, so this message comes first
             raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
@@ -52,11 +55,27 @@ class AutoencoderModule(UPTModuleBase):
             field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
             num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
             nan_policy=nan_policy, optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio,
-            betas=betas,
+            betas=betas, datasets=datasets,
         )
         self.save_hyperparameters()
         self.val_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
         self.test_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
+        if self.dataset_specs is not None:
+            # One pair of reconstruction metrics per dataset (its channels and grid); the active pair is
+            # the one val_eval/test_eval name (see on_dataset_activated).
+            self.dataset_evals = torch.nn.ModuleDict()
+            for name in self.dataset_names:
+                self.activate_dataset(name)
+                self.dataset_evals[name] = torch.nn.ModuleDict({
+                    stage: OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
+                    for stage in ("val", "test")
+                })
+            self.activate_dataset(self.dataset_names[0])
+
+    def on_dataset_activated(self, previous: str, name: str) -> None:
+        evals = getattr(self, "dataset_evals", None)
+        if evals is not None and name in evals:
+            self.val_eval, self.test_eval = evals[name]["val"], evals[name]["test"]
 
     def _channel_names(self) -> list[str]:
         return [f"{name}{i}" if c > 1 else name for name, c in self.field_spec.items() for i in range(c)]
@@ -107,15 +126,28 @@ class AutoencoderModule(UPTModuleBase):
         evaluation.update(self.normalizer.denormalize_fields(recon), b.raw_fields, mask=b.mask)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        if dataloader_idx == 0:
-            self._evaluate(batch, self.val_eval)
+        # Loaders come in pairs (one-step, rollout) per dataset; the autoencoder reads the one-step ones.
+        if dataloader_idx % 2 == 0:
+            self._evaluate_batch(batch, "val")
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        if dataloader_idx == 0:
-            self._evaluate(batch, self.test_eval)
+        if dataloader_idx % 2 == 0:
+            self._evaluate_batch(batch, "test")
+
+    def _evaluate_batch(self, batch, stage: str) -> None:
+        if self.dataset_specs is not None:
+            self.activate_dataset(batch_dataset(batch, self.dataset_names))
+        self._evaluate(batch, self.val_eval if stage == "val" else self.test_eval)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_eval.compute_and_reset("val"))
+        self.log_dict(self._epoch_logs("val"))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_eval.compute_and_reset("test"))
+        self.log_dict(self._epoch_logs("test"))
+
+    def _epoch_logs(self, stage: str) -> dict[str, torch.Tensor]:
+        if self.dataset_specs is None:
+            return (self.val_eval if stage == "val" else self.test_eval).compute_and_reset(stage)
+        return per_dataset_logs(
+            stage, self.dataset_names, lambda name: self.dataset_evals[name][stage].compute_and_reset(stage)
+        )

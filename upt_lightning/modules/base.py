@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 
 from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
+from upt_lightning.models.multi_dataset import DatasetSwitch, batch_dataset, shared_decoder, shared_encoder
 from upt_lightning.modules.builders import build_decoder, build_encoder
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
 from upt_lightning.modules.normalizer import FieldNormalizer
@@ -56,6 +57,12 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             (:mod:`upt_lightning.modules.optim`): "adamw" or "adam"; after the warm-up "cosine" decays
             to ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``.
         seed: base seed of the query-sampling generator (combined with rank and batch index).
+        datasets: one model over several datasets: ``{name: {field_channels, grid_shape, encoder}}`` (``encoder``:
+            overrides of ``encoder`` for that dataset, e.g. its ``patch_size``). Each dataset gets its own
+            normaliser, encoder stem and decoder heads around shared trunks (models/multi_dataset.py); every
+            batch names its dataset (``batch['dataset']``, from :class:`~upt_lightning.data.MultiDataModule`)
+            and the module switches to it (:meth:`activate_dataset`). ``field_channels`` and ``grid_shape``
+            are then those of the first dataset. None: one dataset, the arguments above.
         nan_policy: a NaN/Inf training loss either stops the fit with :class:`NonFiniteLossError` naming the
             step and the loss components ("raise"), or skips that batch's update ("skip", one process only;
             counted in ``train/skipped_steps``). See :mod:`upt_lightning.modules.nonfinite`.
@@ -83,6 +90,7 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         scheduler: str = "cosine",
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
+        datasets: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         if num_queries is not None and int(num_queries) <= 0:
@@ -95,9 +103,61 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
         self.coord_dim = int(coord_dim)
-        self.normalizer = FieldNormalizer(self.num_channels, self.coord_dim)
-        self.encoder = build_encoder(encoder, self.field_spec, self.grid_shape, self.coord_dim, latent_tokens, latent_dim)
-        self.decoder = build_decoder(decoder, self.field_spec, self.coord_dim, latent_dim)
+        self.dataset_specs = None if datasets is None else dataset_specs(datasets)
+        self.active_dataset: str | None = None
+        if self.dataset_specs is None:
+            self.normalizer = FieldNormalizer(self.num_channels, self.coord_dim)
+            self.encoder = build_encoder(encoder, self.field_spec, self.grid_shape, self.coord_dim, latent_tokens,
+                                         latent_dim)
+            self.decoder = build_decoder(decoder, self.field_spec, self.coord_dim, latent_dim)
+            return
+        specs = self.dataset_specs
+        self.normalizer = DatasetSwitch(
+            {name: FieldNormalizer(total_channels(spec["field_channels"]), self.coord_dim) for name, spec in specs.items()}
+        )
+        self.encoder = shared_encoder(
+            lambda name: build_encoder({**dict(encoder or {}), **specs[name]["encoder"]}, specs[name]["field_channels"],
+                                       specs[name]["grid_shape"], self.coord_dim, latent_tokens, latent_dim),
+            list(specs),
+        )
+        self.decoder = shared_decoder(
+            lambda name: build_decoder(decoder, specs[name]["field_channels"], self.coord_dim, latent_dim), list(specs)
+        )
+        first = next(iter(specs))
+        self.active_dataset = first
+        self.field_spec = dict(specs[first]["field_channels"])
+        self.num_channels = total_channels(self.field_spec)
+        self.grid_shape = specs[first]["grid_shape"]
+
+    # --------------------------------------------------------------- datasets
+    @property
+    def dataset_names(self) -> list[str]:
+        """The datasets of a multi-dataset model (config order); empty for a one-dataset model."""
+        return list(self.dataset_specs or {})
+
+    @property
+    def active_index(self) -> int | None:
+        """Index of the active dataset in :attr:`dataset_names` (the operator's conditioning); None for one."""
+        return self.dataset_names.index(self.active_dataset) if self.dataset_specs else None
+
+    def activate_dataset(self, name: str) -> None:
+        """Route encoder, decoder, normaliser, field spec, grid and evaluation state to dataset ``name``."""
+        if self.dataset_specs is None:
+            raise ValueError("activate_dataset() needs a multi-dataset model (datasets=...)")
+        if name not in self.dataset_specs:
+            raise KeyError(f"unknown dataset {name!r}; this model was trained on {self.dataset_names}")
+        previous = self.active_dataset
+        spec = self.dataset_specs[name]
+        for switch in (self.encoder, self.decoder, self.normalizer):
+            switch.activate(name)
+        self.field_spec = dict(spec["field_channels"])
+        self.num_channels = total_channels(self.field_spec)
+        self.grid_shape = spec["grid_shape"]
+        self.active_dataset = name
+        self.on_dataset_activated(previous, name)
+
+    def on_dataset_activated(self, previous: str, name: str) -> None:
+        """Hook for per-dataset state of subclasses (evaluation metrics)."""
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -106,6 +166,9 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             check_policy_supported(self.nan_policy, self.trainer.world_size)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
+            return
+        if self.dataset_specs is not None:
+            self._setup_datasets(datamodule)
             return
         data_spec = getattr(datamodule, "field_spec", None)
         if data_spec is not None and dict(data_spec) != self.field_spec:
@@ -117,9 +180,30 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             self.normalizer.set_stats(datamodule.stats, dt=getattr(datamodule, "dt", None))
             log.info("normalisation statistics taken from the training split")
 
+    def _setup_datasets(self, datamodule) -> None:
+        """Check a multi-dataset DataModule against the model's datasets and take each one's statistics."""
+        data_specs = getattr(datamodule, "field_spec_by_dataset", None)
+        if data_specs is None:
+            raise ValueError(
+                f"this model was trained on the datasets {self.dataset_names}; give it a MultiDataModule over them"
+            )
+        expected = {name: spec["field_channels"] for name, spec in self.dataset_specs.items()}
+        given = {name: dict(spec) for name, spec in data_specs.items()}
+        if given != expected:
+            raise ValueError(f"the data's datasets and fields {given} differ from the model's {expected}")
+        for name in self.dataset_names:
+            normalizer = self.normalizer.parts[name]
+            if not bool(normalizer.initialised):
+                normalizer.set_stats(datamodule.stats_by_dataset[name], dt=datamodule.dt_by_dataset[name])
+        log.info("normalisation statistics taken from each dataset's training split")
+
     # --------------------------------------------------------------- batches
     def prepare_batch(self, batch: Mapping[str, torch.Tensor]) -> PreparedBatch:
-        """Normalise a DataModule batch: fields (B, N, C), targets (B, K, N, C), coords (B, N, d), dt (B,)."""
+        """Normalise a DataModule batch: fields (B, N, C), targets (B, K, N, C), coords (B, N, d), dt (B,).
+
+        A multi-dataset model first switches to the batch's dataset (``batch['dataset']``)."""
+        if self.dataset_specs is not None:
+            self.activate_dataset(batch_dataset(batch, self.dataset_names))
         raw_fields = batch["fields"].float()
         raw_targets = batch["targets"].float()
         if raw_fields.ndim != 3 or raw_fields.shape[-1] != self.num_channels:
@@ -185,3 +269,25 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
             clock=budget_clock(self.trainer),
         )
+
+
+def dataset_specs(datasets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """``datasets`` hyperparameter -> ``{name: {field_channels, grid_shape, encoder}}`` with checked entries
+    (plain types, so checkpoints load with ``weights_only=True``)."""
+    if not datasets:
+        raise ValueError("datasets is empty: give at least one dataset, or None for a one-dataset model")
+    out = {}
+    for name, spec in datasets.items():
+        unknown = set(spec) - {"field_channels", "grid_shape", "encoder"}
+        if unknown or "field_channels" not in spec:
+            raise ValueError(
+                f"datasets[{name!r}] must give field_channels (and optionally grid_shape, encoder), got keys "
+                f"{sorted(spec)}"
+            )
+        grid = spec.get("grid_shape")
+        out[str(name)] = {
+            "field_channels": validate_field_spec(spec["field_channels"]),
+            "grid_shape": None if grid is None else tuple(int(g) for g in grid),
+            "encoder": dict(spec.get("encoder") or {}),
+        }
+    return out

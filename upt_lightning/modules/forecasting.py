@@ -11,7 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from upt_lightning.fields import channel_names as channel_names_of
 from upt_lightning.metrics.conservation import resolve_quantities
+from upt_lightning.models.multi_dataset import batch_dataset
+from upt_lightning.modules.dataset_logs import per_dataset_logs
 from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
 
 
@@ -27,7 +30,30 @@ class ForecastEvaluationMixin:
 
     def init_forecast_evaluation(self, channel_names: Sequence[str], conservation: Mapping | None = None) -> None:
         """``conservation``: the data set's declared quantities (metrics/conservation.py), or None; checked
-        against the channels here (ValueError naming the problem) and kept resolved in ``self.conserved``."""
+        against the channels here (ValueError naming the problem) and kept resolved in ``self.conserved``.
+
+        A multi-dataset model (``dataset_names`` not empty) gets one set of metrics per dataset, built for its
+        channels and grid; ``conservation`` is then ``{dataset: declaration}`` and ``channel_names`` unused.
+        """
+        names = list(getattr(self, "dataset_names", []) or [])
+        if not names:
+            self._init_forecast_state(list(channel_names), conservation)
+            return
+        unknown = set(conservation or {}) - set(names)
+        if unknown:
+            raise ValueError(f"conservation names datasets {sorted(unknown)} that are not among {names}")
+        self._forecast_states = {}
+        self.forecast_metrics = torch.nn.ModuleDict()
+        for name in names:
+            self.activate_dataset(name)
+            self._init_forecast_state(channel_names_of(self.field_spec), (conservation or {}).get(name))
+            self.forecast_metrics[name] = torch.nn.ModuleDict(
+                {"val_onestep": self.val_onestep, "test_onestep": self.test_onestep}
+            )
+            self._forecast_states[name] = self._forecast_state()
+        self.activate_dataset(names[0])
+
+    def _init_forecast_state(self, channel_names: Sequence[str], conservation: Mapping | None) -> None:
         # The rollout metrics are built on first use: their horizon is that of the rollout loader.
         self._rollout_names = list(channel_names)
         self.conserved = resolve_quantities(conservation, self._rollout_names)
@@ -35,6 +61,21 @@ class ForecastEvaluationMixin:
         self.test_onestep = OneStepEvaluation(self.num_channels, self.grid_shape, self._rollout_names)
         self.val_rollout: RolloutEvaluation | None = None
         self.test_rollout: RolloutEvaluation | None = None
+
+    _FORECAST_STATE = ("_rollout_names", "conserved", "val_onestep", "test_onestep", "val_rollout", "test_rollout")
+
+    def _forecast_state(self) -> dict:
+        return {key: getattr(self, key) for key in self._FORECAST_STATE}
+
+    def on_dataset_activated(self, previous: str, name: str) -> None:
+        """Keep the metrics (and the lazily built rollout metrics) of ``previous``; bring ``name``'s in."""
+        states = getattr(self, "_forecast_states", None)
+        if states is None or name not in states:
+            return
+        if previous in states:
+            states[previous] = self._forecast_state()
+        for key, value in states[name].items():
+            setattr(self, key, value)
 
     def predict_next_normalised(self, b) -> torch.Tensor:
         """The next frame of a prepared batch: normalised (B, N, C) at the batch's points."""
@@ -54,6 +95,10 @@ class ForecastEvaluationMixin:
         return current
 
     def _evaluate(self, batch, dataloader_idx: int, stage: str) -> None:
+        if getattr(self, "dataset_names", None):
+            # Loaders come in pairs per dataset: (one-step, rollout) of the first dataset, then the next's.
+            self.activate_dataset(batch_dataset(batch, self.dataset_names))
+            dataloader_idx %= 2
         if dataloader_idx != 0:  # built on every rank, even one whose shard is all padding: compute() syncs
             rollout_eval = self._rollout_eval(stage, batch["targets"].shape[1])
         batch = without_padding(batch)
@@ -74,11 +119,23 @@ class ForecastEvaluationMixin:
         self._evaluate(batch, dataloader_idx, "test")
 
     def _epoch_end(self, stage: str) -> None:
+        names = getattr(self, "dataset_names", None)
+        if not names:
+            self.log_dict(self._stage_logs(stage))
+            return
+
+        def compute(name: str) -> dict[str, torch.Tensor]:
+            self.activate_dataset(name)
+            return self._stage_logs(stage)
+
+        self.log_dict(per_dataset_logs(stage, names, compute))
+
+    def _stage_logs(self, stage: str) -> dict[str, torch.Tensor]:
         logs = getattr(self, f"{stage}_onestep").compute_and_reset(stage)
         rollout = getattr(self, f"{stage}_rollout")
         if rollout is not None:
             logs.update(rollout.compute_and_reset(stage))
-        self.log_dict(logs)
+        return logs
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")

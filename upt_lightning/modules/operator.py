@@ -12,7 +12,7 @@ from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
-from upt_lightning.runtime.checkpoints import adopt_autoencoder_state, load_autoencoder_checkpoint
+from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
 from upt_lightning.modules.rollout import ROLLOUT_MODES, LatentRolloutMixin
 
@@ -49,6 +49,11 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
         conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
+            For a multi-dataset model (stage 1 trained with ``datasets``): ``{dataset: {name: {kind, fields}}}``.
+
+    A stage-1 model over several datasets (``datasets`` in its architecture) makes a multi-dataset operator:
+    the operator is conditioned on the batch's dataset, and val/test report every metric per dataset
+    (``test/<dataset>/nrmse``) and the mean over datasets (``test/nrmse``).
     """
 
     def __init__(
@@ -113,13 +118,15 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             inverse_frequency=inverse_loss_frequency, warmup_epochs=inverse_loss_warmup_epochs,
             max_weight=inverse_loss_max_weight, use_inverse=use_inverse_losses,
         )
-        arch = {k: autoencoder[k] for k in ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder",
-                                            "latent_tokens", "latent_dim") if k in autoencoder}
+        arch = {k: autoencoder[k] for k in ARCH_KEYS if k in autoencoder and autoencoder[k] is not None}
         super().__init__(
             **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
             lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
             optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio, betas=betas,
         )
+        operator = dict(operator or {})
+        if self.dataset_specs is not None:
+            operator["num_datasets"] = len(self.dataset_specs)  # the dataset conditions the operator like dt
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
             adopt_autoencoder_state(self, state)
@@ -135,7 +142,9 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 module.eval()
         self.operator_loss = operator_loss
         self.init_forecast_evaluation(channel_names(self.field_spec), conservation)  # sets self.conserved
-        if lambda_conservation > 0 and not self.conserved:
+        states = getattr(self, "_forecast_states", None)  # one per dataset of a multi-dataset model
+        undeclared = [n for n, state in states.items() if not state["conserved"]] if states else []
+        if lambda_conservation > 0 and (undeclared or not self.conserved):
             raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
                              "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")
 
@@ -155,7 +164,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
 
     # ------------------------------------------------------------ model steps
     def step(self, latent: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D)."""
+        """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D); a multi-dataset
+        operator is conditioned on the active dataset."""
+        if self.dataset_specs is not None:
+            return self.operator(latent, dt, dataset=self.active_index)
         return self.operator(latent, dt)
 
     def encode_frames(self, frames: torch.Tensor, coords: torch.Tensor, meta: Mapping) -> torch.Tensor:
@@ -181,6 +193,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         hp = self.hparams
         frozen = bool(hp.freeze_autoencoder)
         cached = batch.get("latents")
+        if cached is not None and self.dataset_specs is not None:
+            raise ValueError("a latent cache serves one dataset; train a multi-dataset model without stage2.latent_cache")
         if cached is not None and not frozen:
             raise ValueError("batch['latents'] from a latent cache needs freeze_autoencoder=True")
         # A latent cache built without fields (see training_reads_fields) serves latents and dt only.

@@ -89,6 +89,7 @@ class LatentRolloutMixin:
         mask: torch.Tensor | None = None,
         mode: str = "latent",
         decode_steps: Sequence[int] | None = None,
+        dataset: str | None = None,
     ) -> torch.Tensor:
         """Autoregressive prediction in physical units.
 
@@ -101,11 +102,14 @@ class LatentRolloutMixin:
                 at ``coords`` after every step.
             decode_steps: distinct 1-based steps in ``1..steps`` to decode, in the order wanted (default
                 all); others are never decoded in latent mode. Duplicates or steps out of range raise.
+            dataset: which of a multi-dataset model's datasets the fields belong to (default: the active one).
         Returns:
             raw predictions (B, S, Q, C), S = len(decode_steps) or steps, in the order of ``decode_steps``.
         """
         if mode not in ROLLOUT_MODES:
             raise ValueError(f"mode={mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        if dataset is not None:
+            self.activate_dataset(dataset)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         norm = self.normalizer

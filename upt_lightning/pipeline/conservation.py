@@ -12,6 +12,10 @@ from upt_lightning.metrics.conservation import resolve_quantities
 
 def conservation_of(cfg: DictConfig) -> dict | None:
     """``data.conservation`` as plain types (checkpoints keep it), None when the data set declares none."""
+    if cfg.data.get("datasets") is not None:  # several datasets: {dataset: its declaration}
+        from upt_lightning.pipeline.multi_data import conservation_by_dataset
+
+        return conservation_by_dataset(cfg)
     spec = cfg.data.get("conservation")
     return None if spec is None else OmegaConf.to_container(spec, resolve=True)
 

@@ -14,4 +14,8 @@ def datamodule_settings(cfg: DictConfig) -> dict:
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     for key in EVALUATION_KEYS:
         settings.pop(key, None)
+    if settings.get("datasets") is not None:  # several datasets: each gets its own settings
+        from upt_lightning.pipeline.multi_data import multi_datamodule_settings
+
+        return multi_datamodule_settings(settings)
     return settings

@@ -64,14 +64,17 @@ def _first_batch_to(loader, device):
 
 
 @torch.no_grad()
-def example_rollout(model: OperatorModule | FNOModule, datamodule) -> dict[str, torch.Tensor]:
-    """First test rollout window: {"truth": (K, N, C), "pred": (K, N, C), "input": (N, C)}, raw values."""
+def example_rollout(model: OperatorModule | FNOModule, datamodule, dataset: str | None = None) -> dict[str, torch.Tensor]:
+    """First test rollout window: {"truth": (K, N, C), "pred": (K, N, C), "input": (N, C)}, raw values.
+
+    ``dataset``: for a multi-dataset model, the name of ``datamodule``'s dataset; ``datamodule`` is then that
+    dataset's own DataModule."""
     model.eval()
     batch = _first_batch_to(datamodule.test_dataloader()[1], model.device)
     horizon = batch["targets"].shape[1]
     mask = batch.get("mask")
     pred = model.rollout(batch["fields"][:1], batch["coords"][:1], horizon, dt=batch["dt"][:1],
-                         mask=None if mask is None else mask[:1])
+                         mask=None if mask is None else mask[:1], **({} if dataset is None else {"dataset": dataset}))
     valid = batch["mask"][0] if "mask" in batch else slice(None)
     return {"truth": batch["targets"][0][:, valid].cpu(), "pred": pred[0][:, valid].cpu(),
             "input": batch["fields"][0][valid].cpu(), "coords": batch["coords"][0][valid].cpu()}

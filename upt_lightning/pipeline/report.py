@@ -26,17 +26,34 @@ def summary_table(metrics: dict, title: str, model: str = "UPT") -> Table:
     table.add_column(model, justify="right")
     table.add_column("persistence", justify="right")
     table.add_column("ratio", justify="right")
+    datasets = dataset_names(metrics)
     for label, key, baseline_key in SUMMARY_ROWS:
-        if key not in metrics:
-            continue
-        value = metrics[key]
-        baseline = metrics.get(baseline_key) if baseline_key else None
-        ratio = f"{value / baseline:.3f}" if baseline else ""
-        table.add_row(label, f"{value:.4g}", "" if baseline is None else f"{baseline:.4g}", ratio)
-    for key in sorted(k for k in metrics if k.startswith("test/conservation/") and k.endswith("_h10")):
-        name = key[len("test/conservation/"):-len("_h10")]
-        table.add_row(f"{name} drift, h=10", f"{metrics[key]:.3g}", "", "")
+        _add_row(table, metrics, f"{label} (mean of datasets)" if datasets else label, key, baseline_key)
+    for name in datasets:
+        for label, key, baseline_key in SUMMARY_ROWS[:4]:
+            _add_row(table, metrics, f"{name}: {label}", key.replace("test/", f"test/{name}/", 1),
+                     baseline_key.replace("test/", f"test/{name}/", 1))
+    for prefix in ["test/", *(f"test/{name}/" for name in datasets)]:
+        scope = "" if prefix == "test/" else f"{prefix[5:-1]}: "
+        for key in sorted(k for k in metrics if k.startswith(f"{prefix}conservation/") and k.endswith("_h10")):
+            name = key[len(f"{prefix}conservation/"):-len("_h10")]
+            table.add_row(f"{scope}{name} drift, h=10", f"{metrics[key]:.3g}", "", "")
     return table
+
+
+def dataset_names(metrics: dict) -> list[str]:
+    """The datasets of a multi-dataset run's metrics (``test/<dataset>/nrmse``), in sorted order."""
+    return sorted(key.split("/")[1] for key in metrics if key.count("/") == 2 and key.startswith("test/")
+                  and key.endswith("/nrmse"))
+
+
+def _add_row(table: Table, metrics: dict, label: str, key: str, baseline_key: str | None) -> None:
+    if key not in metrics:
+        return
+    value = metrics[key]
+    baseline = metrics.get(baseline_key) if baseline_key else None
+    ratio = f"{value / baseline:.3f}" if baseline else ""
+    table.add_row(label, f"{value:.4g}", "" if baseline is None else f"{baseline:.4g}", ratio)
 
 
 def print_summary(metrics: dict, title: str, model: str = "UPT") -> None:

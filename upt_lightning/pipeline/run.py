@@ -22,6 +22,7 @@ from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.data_checks import validate_data_once
 from upt_lightning.pipeline.evaluate import example_rollout, split_metrics, test_metrics, write_config
 from upt_lightning.pipeline.model_kind import LABELS, model_kind
+from upt_lightning.pipeline.multi_data import check_multi_against_data, is_multi_data
 from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
 from upt_lightning.pipeline.resume import check_resume
@@ -93,10 +94,15 @@ def run_experiment(cfg: DictConfig) -> dict:
         mark = now
 
     datamodule = build_datamodule(cfg)
-    check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
-    check_conservation(cfg, datamodule.field_names)
-    validate_data_once(cfg, datamodule)
-    check_autoencoder_ckpt(cfg, datamodule)
+    if is_multi_data(cfg):
+        check_multi_against_data(cfg, datamodule)
+        for child in datamodule.children.values():
+            validate_data_once(cfg, child)
+    else:
+        check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
+        check_conservation(cfg, datamodule.field_names)
+        validate_data_once(cfg, datamodule)
+        check_autoencoder_ckpt(cfg, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
     lap("data_and_checks")
@@ -154,21 +160,36 @@ def stage_throughput(run_dir: Path) -> dict:
 
 
 def make_plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path) -> list[Path]:
+    """Error against horizon, conservation drift and rollout snapshots; one set per dataset of a
+    multi-dataset run (``<dataset>_rollout_nrmse.png`` ...)."""
+    if not is_multi_data(cfg):
+        return _plots(cfg, model, datamodule, metrics, run_dir, "test", "")
+    paths = []
+    for name, child in datamodule.children.items():
+        paths += _plots(cfg, model, child, metrics, run_dir, f"test/{name}", f"{name}_", dataset=name)
+    return paths
+
+
+def _plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path, prefix: str, file_prefix: str,
+           dataset: str | None = None) -> list[Path]:
     horizon = cfg.data.rollout_horizon
-    model_curve = [metrics.get(f"test/rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
-    baseline = [metrics.get(f"test/persistence_rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
+    model_curve = [metrics.get(f"{prefix}/rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
+    baseline = [metrics.get(f"{prefix}/persistence_rollout_nrmse_h{k}") for k in range(1, horizon + 1)]
     paths = []
     if None not in model_curve and None not in baseline:
         kind = model_kind(cfg)
         label = "UPT (latent rollout)" if kind == "upt" else LABELS[kind]
-        paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / "rollout_nrmse.png", label=label))
-    drift = conservation_curves(metrics)
+        paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / f"{file_prefix}rollout_nrmse.png",
+                                           label=label))
+    drift = conservation_curves({key.replace(f"{prefix}/", "test/", 1): value for key, value in metrics.items()
+                                 if key.startswith(f"{prefix}/")})
     if drift:
-        paths.append(plot_conservation(drift, run_dir / "conservation.png", label=LABELS[model_kind(cfg)]))
-    example = example_rollout(model, datamodule)
+        paths.append(plot_conservation(drift, run_dir / f"{file_prefix}conservation.png",
+                                       label=LABELS[model_kind(cfg)]))
+    example = example_rollout(model, datamodule, dataset=dataset)
     paths.append(plot_rollout_snapshots(
         example["truth"], example["pred"], example["coords"], datamodule.grid_shape,
-        list(cfg.evaluate.plot_horizons), run_dir / "rollout_snapshots.png",
+        list(cfg.evaluate.plot_horizons), run_dir / f"{file_prefix}rollout_snapshots.png",
         channel_name=datamodule.field_names[0],
     ))
     return paths

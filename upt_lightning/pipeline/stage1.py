@@ -15,6 +15,7 @@ from upt_lightning.modules import AutoencoderModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.data_settings import datamodule_settings
+from upt_lightning.pipeline.multi_data import dataset_architectures, dataset_files, is_multi_data
 from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.time_budget import stage_max_time
@@ -42,6 +43,9 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
     if data_file is not None and data_file.exists():
         stat = data_file.stat()
         identity["data_file"] = [stat.st_size, stat.st_mtime_ns]
+    if is_multi_data(cfg):
+        identity["data_files"] = [[f.stat().st_size, f.stat().st_mtime_ns] if f.exists() else None
+                                  for f in dataset_files(cfg)]
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -61,10 +65,13 @@ def _stage1_settings(cfg: DictConfig) -> dict:
 def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> AutoencoderModule:
     model = cfg.model
     encoder = {"kind": encoder_kind, **OmegaConf.to_container(model[f"{encoder_kind}_encoder"], resolve=True)}
+    datasets = dataset_architectures(cfg, datamodule) if is_multi_data(cfg) else None
+    first = next(iter(datasets.values())) if datasets else None
     return AutoencoderModule(
-        field_channels=datamodule.field_spec,
+        field_channels=first["field_channels"] if first else datamodule.field_spec,
         coord_dim=datamodule.coord_dim,
-        grid_shape=datamodule.grid_shape,
+        grid_shape=first["grid_shape"] if first else datamodule.grid_shape,
+        datasets=datasets,
         encoder=encoder,
         decoder=OmegaConf.to_container(model.decoder, resolve=True),
         latent_tokens=model.latent_tokens,
@@ -92,7 +99,7 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
             raise FileNotFoundError(f"autoencoder_ckpt={path} does not exist; drop the override to train stage 1")
         log.info("stage 1: using the given autoencoder %s", path)
         return path
-    key = stage1_key(cfg, Path(cfg.data.path))
+    key = stage1_key(cfg, None if is_multi_data(cfg) else Path(cfg.data.path))
     cached = Path(cfg.cache_dir) / key / "autoencoder.ckpt"
     if cached.is_file():
         log.info("stage 1: reusing the cached autoencoder %s (same stage-1 config and data)", cached)
@@ -100,7 +107,7 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     log.info("stage 1: training the autoencoder (cache key %s)", key)
     # Reseeded like stage 2: its random draws depend on the seed only, not on what ran before.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    encoder_kind = "grid" if datamodule.grid_shape is not None else "mesh"
+    encoder_kind = "grid" if is_multi_data(cfg) or datamodule.grid_shape is not None else "mesh"
     model = build_autoencoder(cfg, datamodule, encoder_kind)
     compiled = compile_parts(model, cfg.model.get("compile"))
     if compiled:

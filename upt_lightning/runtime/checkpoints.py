@@ -14,7 +14,8 @@ import torch
 
 from upt_lightning.errors import CheckpointError
 
-ARCH_KEYS = ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder", "latent_tokens", "latent_dim")
+ARCH_KEYS = ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder", "latent_tokens", "latent_dim",
+             "datasets")
 STAGE1_PREFIXES = ("encoder.", "decoder.", "normalizer.")
 KIND_NAMES = {"autoencoder": "a stage-1 (autoencoder) checkpoint", "operator": "a stage-2 (OperatorModule) checkpoint",
               "fno": "an FNO baseline checkpoint"}

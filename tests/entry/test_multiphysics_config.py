@@ -1,0 +1,86 @@
+"""The multi-dataset data group: shared window settings handed to every dataset, per-grid patch sizes for one
+latent layout, and settings that one dataset cannot serve refused before training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.entry import compose_train, run_train
+from upt_lightning.data import MultiDataModule
+from upt_lightning.data.writers import PDEBench2DWriter
+from upt_lightning.errors import ConfigError
+from upt_lightning.pipeline.data_settings import datamodule_settings
+from upt_lightning.pipeline.multi_data import check_multi_against_data, dataset_architectures
+
+
+def write(path, size, names):
+    x = np.linspace(0, 1, size, endpoint=False)
+    data = np.random.default_rng(size).normal(size=(10, 4, size, size, len(names))).astype(np.float32)
+    with PDEBench2DWriter(path, num=10, x=x, y=x, t=np.arange(4) * 0.1, field_names=names) as writer:
+        writer.append(data)
+    return str(path)
+
+
+@pytest.fixture()
+def two_files(tmp_path):
+    return {"burgers": write(tmp_path / "b.h5", 32, ["u", "v"]), "ns2d": write(tmp_path / "n.h5", 16, ["w"])}
+
+
+def compose(two_files, *overrides):
+    return compose_train([
+        "+experiment=multiphysics_upt", f"data.datasets.burgers.path={two_files['burgers']}",
+        f"data.datasets.ns2d.path={two_files['ns2d']}", "data.rollout_horizon=3", "objective=val/rollout_nrmse_h3",
+        *overrides,
+    ])
+
+
+def datamodule_of(cfg) -> MultiDataModule:
+    settings = datamodule_settings(cfg)
+    settings.pop("_target_")
+    dm = MultiDataModule(**settings)
+    dm.setup("fit")
+    return dm
+
+
+def test_shared_window_settings_reach_every_dataset_and_evaluation_entries_do_not(two_files):
+    cfg = compose(two_files, "data.train_horizon=2", "data.split=[0.6,0.2,0.2]")
+    settings = datamodule_settings(cfg)
+    for child in settings["datasets"].values():
+        # The top of the group wins over each dataset's own data group (burgers2d.yaml says rollout_horizon 10).
+        assert child["rollout_horizon"] == 3 and child["train_horizon"] == 2 and child["split"] == [0.6, 0.2, 0.2]
+        assert "superres" not in child and "conservation" not in child
+    assert "rollout_horizon" not in settings
+    dm = datamodule_of(cfg)
+    assert [len(child.test_trajectories) for child in dm.children.values()] == [2, 2]
+
+
+def test_each_grid_gets_the_patch_size_of_the_shared_token_layout(two_files):
+    cfg = compose(two_files, "model.latent_tokens=16")
+    datasets = dataset_architectures(cfg, datamodule_of(cfg))
+    assert datasets["burgers"] == {"field_channels": {"u": 1, "v": 1}, "grid_shape": [32, 32],
+                                   "encoder": {"patch_size": [8, 8]}}
+    assert datasets["ns2d"]["encoder"] == {"patch_size": [4, 4]} and datasets["ns2d"]["field_channels"] == {"w": 1}
+
+
+def test_settings_one_dataset_cannot_serve_are_refused(two_files):
+    cfg = compose(two_files, "model.latent_tokens=9")  # a 3x3 layout cuts neither 32 nor 16
+    with pytest.raises(ConfigError, match="cannot be cut into the \\(3, 3\\) patches"):
+        check_multi_against_data(cfg, datamodule_of(cfg))
+    cfg = compose(two_files, "~data.datasets.ns2d.conservation", "loss.lambda_conservation=0.01")
+    with pytest.raises(ConfigError, match="every dataset to declare"):
+        check_multi_against_data(cfg, datamodule_of(cfg))
+    cfg = compose(two_files, "stage2.latent_cache=true")
+    with pytest.raises(ConfigError, match="latent_cache"):
+        check_multi_against_data(cfg, datamodule_of(cfg))
+
+
+def test_train_py_reports_the_bad_setting_without_training(two_files, tmp_path):
+    result = run_train([
+        "+experiment=multiphysics_upt", f"data.datasets.burgers.path={two_files['burgers']}",
+        f"data.datasets.ns2d.path={two_files['ns2d']}", "data.rollout_horizon=3", "objective=val/rollout_nrmse_h3",
+        "evaluate.plot_horizons=[1,3]", "model.latent_tokens=9", f"hydra.run.dir={tmp_path / 'run'}",
+    ], timeout=120)
+    assert result.returncode != 0
+    assert "cannot be cut into" in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "stage1").exists()
