@@ -246,18 +246,20 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         """Latent (B, T, D) at points (B, Q, d) -> normalised fields (B, Q, C)."""
         return cat_fields(self.decoder(points, latent), self.field_spec)
 
-    def query_generator(self) -> torch.Generator:
+    def query_generator(self, stream: int = 0) -> torch.Generator:
         """A fresh generator seeded by (seed, global rank, training batch index across epochs).
 
         Reproducible (a resumed run restores the batch index), different on every rank, and different for
         every batch, including the micro-batches of one gradient-accumulation step (which share global_step).
+        ``stream`` > 0 gives another independent stream of the same batch (0: the query draws).
         """
         seed = int(self.hparams.get("seed", 0))
         rank = batch = 0
         if self._trainer is not None:
             rank = self.global_rank
             batch = max(self.trainer.fit_loop.epoch_loop.total_batch_idx, 0)
-        return torch.Generator().manual_seed(mix_seed(seed, rank, batch))
+        parts = (seed, rank, batch) if stream == 0 else (seed, rank, batch, stream)
+        return torch.Generator().manual_seed(mix_seed(*parts))
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):

@@ -46,6 +46,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             through the sampled points only (same loss value, unbiased gradient, a fraction of the
             decoder's cost; see ``inverse_decoding_loss``); False backpropagates through every point.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
+        input_noise: in training, Gaussian noise of this standard deviation, relative to the batch's latent
+            standard deviation, is added to the input latent, while the target stays the clean next latent:
+            the operator learns to step from slightly wrong latents, as it must in a rollout, where it is fed
+            its own predictions. 0 (default) adds none.
         num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
         conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
@@ -78,6 +82,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         query_strategy: str = "uniform",
         per_sample_queries: bool = True,
         rollout_eval_mode: str = "latent",
+        input_noise: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
@@ -108,6 +113,8 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         for name, value in (("lambda_recon", lambda_recon), ("inverse_loss_max_weight", inverse_loss_max_weight)):
             if value < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {value}")
+        if not input_noise >= 0:
+            raise ValueError(f"stage2.input_noise must be >= 0 (a std relative to the latent's), got {input_noise}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
@@ -217,6 +224,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 z_t = self.encode(b.fields, b.coords, b.meta)
             with torch.no_grad():
                 z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
+        if hp.get("input_noise", 0.0) > 0:
+            # Seeded by seed, rank and batch index (a stream of its own): reproducible on resume.
+            noise = torch.randn(z_t.shape, generator=self.query_generator(stream=1)).to(z_t)
+            z_t = z_t + hp.input_noise * z_t.detach().std() * noise
         z_pred = self.step(z_t, dt)
 
         pred_rollout = target_rollout = None

@@ -31,6 +31,7 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         query_strategy=cfg.sampling.strategy,
         per_sample_queries=cfg.sampling.per_sample,
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
+        input_noise=cfg.stage2.get("input_noise", 0.0),
         lr=cfg.stage2.lr,
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
