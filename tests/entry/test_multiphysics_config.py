@@ -84,3 +84,29 @@ def test_train_py_reports_the_bad_setting_without_training(two_files, tmp_path):
     assert result.returncode != 0
     assert "cannot be cut into" in result.stderr + result.stdout
     assert not (tmp_path / "run" / "stage1").exists()
+
+
+@pytest.mark.slow
+def test_multiphysics_trains_both_stages_on_two_processes(tmp_path):
+    """`trainer=ddp_cpu`: stage 1 trains one dataset's stem and heads per batch, so the strategy must let the
+    other dataset's go without a gradient (plain DDP stops at the second step); the run completes and
+    reports both datasets."""
+    import json
+
+    from helpers.entry import tiny_overrides
+
+    run_dir = tmp_path / "run"
+    done = run_train([*tiny_overrides("multiphysics_upt", tmp_path / "data"), "trainer=ddp_cpu",
+                      "evaluate.plots=false", "callbacks.progress=null", f"hydra.run.dir={run_dir}"], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Starting with 2 processes") == 4  # stage 1 fit, stage 2 fit, validate, test
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert {"test/burgers/nrmse", "test/ns2d/nrmse", "test/nrmse"} <= set(metrics)
+
+
+def test_multi_dataset_stage_1_asks_ddp_to_allow_unused_parameters():
+    from upt_lightning.pipeline.trainers import with_unused_parameters
+
+    assert with_unused_parameters("ddp") == "ddp_find_unused_parameters_true"
+    assert with_unused_parameters("ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
+    assert with_unused_parameters("auto") == "auto"

@@ -35,6 +35,8 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
     max_time = stage_max_time(cfg, stage)
     if max_time is not None:
         trainer_kwargs["max_time"] = max_time
+    if cfg.data.get("datasets") is not None and (stage == "stage1" or not cfg.get("freeze_autoencoder", True)):
+        trainer_kwargs["strategy"] = with_unused_parameters(trainer_kwargs.get("strategy", "auto"))
     fault_callbacks, midway = fault_hooks(stage)
     return pl.Trainer(
         **trainer_kwargs,
@@ -45,6 +47,21 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
                    *fault_callbacks],
         plugins=[AtomicCheckpointIO(midway=midway)],
     )
+
+
+# DDP strategies whose variant lets parameters go without a gradient in a step.
+_FIND_UNUSED = {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
+
+
+def with_unused_parameters(strategy):
+    """The DDP ``strategy`` that tolerates parameters without a gradient in a step.
+
+    A multi-dataset stage 1 trains one dataset's encoder stem and decoder heads per batch (the others
+    get no gradient in that step); plain DDP waits for their gradients and stops with an error at the
+    next step. Stage 2 trains the operator only, whose every weight takes part in every step.
+    Strategies given as objects, or not DDP, are returned as they are.
+    """
+    return _FIND_UNUSED.get(strategy, strategy) if isinstance(strategy, str) else strategy
 
 
 def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
