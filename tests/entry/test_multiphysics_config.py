@@ -100,8 +100,11 @@ def test_multiphysics_trains_both_stages_on_two_processes(tmp_path):
                       "evaluate.plots=false", "callbacks.progress=null", f"hydra.run.dir={run_dir}"], timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("Starting with 2 processes") == 4  # stage 1 fit, stage 2 fit, validate, test
-    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
-    assert {"test/burgers/nrmse", "test/ns2d/nrmse", "test/nrmse"} <= set(metrics)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {"test/burgers/nrmse", "test/ns2d/nrmse", "test/nrmse"} <= set(results["metrics"])
+    # results.json records what each dataset was: its fields and grid (the tiny sizes of helpers/entry.py).
+    assert results["datasets"]["burgers"]["field_spec"] == {"u": 1, "v": 1}
+    assert results["datasets"]["ns2d"]["grid_shape"] == [32, 32]
 
 
 def test_multi_dataset_stage_1_asks_ddp_to_allow_unused_parameters():

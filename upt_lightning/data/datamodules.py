@@ -26,7 +26,25 @@ from upt_lightning.errors import DataError, DataFileNotFoundError
 from upt_lightning.data.workers import check_num_workers, resolve_num_workers
 
 
-class TrajectoryDataModule(L.LightningDataModule):
+class LoaderSettings:
+    """What a DataModule's loaders read from its ``pin_memory`` hyperparameter and its trainer."""
+
+    def _pin_memory(self) -> bool:
+        """``pin_memory``; "auto" pins when the trainer runs on a CUDA device (page-locked batches copy to the
+        card asynchronously), and not on the CPU, where pinning only costs."""
+        setting = self.hparams.pin_memory
+        if setting != "auto":
+            return bool(setting)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _processes_per_node(self) -> int:
+        """Training processes sharing this node's CPUs: the trainer's devices per node (1 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
+
+
+class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
     """Shared logic of :class:`GridDataModule` and :class:`MeshDataModule`.
 
     ``train_dataloader`` yields windows of ``train_horizon`` steps, shuffled. ``val_dataloader``
@@ -148,20 +166,6 @@ class TrajectoryDataModule(L.LightningDataModule):
             raise DataError(
                 f"{self.path} is a mesh file (layout {source.layout!r}); use MeshDataModule"
             )
-
-    def _pin_memory(self) -> bool:
-        """``pin_memory``; "auto" pins when the trainer runs on a CUDA device (page-locked batches copy to the
-        card asynchronously), and not on the CPU, where pinning only costs."""
-        setting = self.hparams.pin_memory
-        if setting != "auto":
-            return bool(setting)
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _processes_per_node(self) -> int:
-        """Training processes sharing this node's CPUs: the trainer's devices per node (1 without a trainer)."""
-        trainer = getattr(self, "trainer", None)
-        return max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
 
     def _loaded(self) -> TrajectorySource:
         if self.source is None:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datamodules import (
     GridDataModule,
+    LoaderSettings,
     MeshDataModule,
     TrajectoryDataModule,
     worker_seed_generator,
@@ -35,7 +36,7 @@ EVAL_LOADER_KINDS = ("one_step", "rollout")
 """The loaders of each dataset in ``val_dataloader()``/``test_dataloader()``, in order."""
 
 
-class MultiDataModule(L.LightningDataModule):
+class MultiDataModule(LoaderSettings, L.LightningDataModule):
     """Several datasets: per-dataset splits and statistics, mixed training batches, per-dataset evaluation.
 
     ``datasets`` maps a name (non-empty, without "/": it becomes the metric prefix ``test/<name>/...``)
@@ -271,19 +272,6 @@ class MultiDataModule(L.LightningDataModule):
         child = self.children[name]
         child.trainer = self.trainer
         return child
-
-    def _pin_memory(self) -> bool:
-        """``pin_memory``; "auto" pins when the trainer runs on a CUDA device (as TrajectoryDataModule)."""
-        setting = self.hparams.pin_memory
-        if setting != "auto":
-            return bool(setting)
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _processes_per_node(self) -> int:
-        """Training processes sharing this node's CPUs: the trainer's devices per node (1 without a trainer)."""
-        trainer = self.trainer
-        return max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
 
     # -- no latent cache ------------------------------------------------------------------------------
 

@@ -110,10 +110,6 @@ def shared_decoder(build: Callable[[str], nn.Module], names: Sequence[str]) -> D
     return DatasetSwitch(parts)
 
 
-def dataset_index(names: Sequence[str], name: str) -> int:
-    return list(names).index(name)
-
-
 def batch_dataset(batch: Mapping, names: Sequence[str]) -> str:
     """The dataset a batch comes from (``batch['dataset']``: (B,) indices into ``names``, all equal)."""
     index = batch.get("dataset")

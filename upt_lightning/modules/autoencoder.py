@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from upt_lightning.fields import split_fields
+from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.models.multi_dataset import batch_dataset
 from upt_lightning.modules.base import UPTModuleBase
@@ -58,27 +58,28 @@ class AutoencoderModule(UPTModuleBase):
             betas=betas, datasets=datasets,
         )
         self.save_hyperparameters()
-        self.val_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
-        self.test_eval = OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
-        if self.dataset_specs is not None:
-            # One pair of reconstruction metrics per dataset (its channels and grid); the active pair is
-            # the one val_eval/test_eval name (see on_dataset_activated).
-            self.dataset_evals = torch.nn.ModuleDict()
-            for name in self.dataset_names:
-                self.activate_dataset(name)
-                self.dataset_evals[name] = torch.nn.ModuleDict({
-                    stage: OneStepEvaluation(self.num_channels, self.grid_shape, self._channel_names())
-                    for stage in ("val", "test")
-                })
-            self.activate_dataset(self.dataset_names[0])
+        if self.dataset_specs is None:
+            self.val_eval, self.test_eval = self._reconstruction_metrics()
+            return
+        # One pair of reconstruction metrics per dataset (its channels and grid); the active pair is the one
+        # val_eval/test_eval name (see on_dataset_activated).
+        self.dataset_evals = torch.nn.ModuleDict()
+        for name in self.dataset_names:
+            self.activate_dataset(name)
+            self.dataset_evals[name] = torch.nn.ModuleList(self._reconstruction_metrics())
+        self.activate_dataset(self.dataset_names[0])
+        self.val_eval, self.test_eval = self.dataset_evals[self.dataset_names[0]]
+
+    def _reconstruction_metrics(self) -> tuple[OneStepEvaluation, OneStepEvaluation]:
+        """(val, test) reconstruction metrics of the active dataset's channels and grid."""
+        names = channel_names(self.field_spec)
+        return (OneStepEvaluation(self.num_channels, self.grid_shape, names),
+                OneStepEvaluation(self.num_channels, self.grid_shape, names))
 
     def on_dataset_activated(self, previous: str, name: str) -> None:
         evals = getattr(self, "dataset_evals", None)
         if evals is not None and name in evals:
-            self.val_eval, self.test_eval = evals[name]["val"], evals[name]["test"]
-
-    def _channel_names(self) -> list[str]:
-        return [f"{name}{i}" if c > 1 else name for name, c in self.field_spec.items() for i in range(c)]
+            self.val_eval, self.test_eval = evals[name]
 
     def forward(self, fields: torch.Tensor, coords: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Raw fields (B, N, C) at raw coords (B, N, d) -> raw reconstruction (B, N, C)."""
@@ -148,6 +149,7 @@ class AutoencoderModule(UPTModuleBase):
     def _epoch_logs(self, stage: str) -> dict[str, torch.Tensor]:
         if self.dataset_specs is None:
             return (self.val_eval if stage == "val" else self.test_eval).compute_and_reset(stage)
+        index = 0 if stage == "val" else 1
         return per_dataset_logs(
-            stage, self.dataset_names, lambda name: self.dataset_evals[name][stage].compute_and_reset(stage)
+            stage, self.dataset_names, lambda name: self.dataset_evals[name][index].compute_and_reset(stage)
         )

@@ -123,11 +123,8 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         self.decoder = shared_decoder(
             lambda name: build_decoder(decoder, specs[name]["field_channels"], self.coord_dim, latent_dim), list(specs)
         )
-        first = next(iter(specs))
-        self.active_dataset = first
-        self.field_spec = dict(specs[first]["field_channels"])
-        self.num_channels = total_channels(self.field_spec)
-        self.grid_shape = specs[first]["grid_shape"]
+        self.active_dataset = next(iter(specs))  # the switches start on the first dataset too
+        self._apply_dataset_spec(self.active_dataset)
 
     # --------------------------------------------------------------- datasets
     @property
@@ -146,15 +143,20 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             raise ValueError("activate_dataset() needs a multi-dataset model (datasets=...)")
         if name not in self.dataset_specs:
             raise KeyError(f"unknown dataset {name!r}; this model was trained on {self.dataset_names}")
+        if name == self.active_dataset:  # consecutive batches of one dataset switch nothing
+            return
         previous = self.active_dataset
-        spec = self.dataset_specs[name]
         for switch in (self.encoder, self.decoder, self.normalizer):
             switch.activate(name)
+        self._apply_dataset_spec(name)
+        self.active_dataset = name
+        self.on_dataset_activated(previous, name)
+
+    def _apply_dataset_spec(self, name: str) -> None:
+        spec = self.dataset_specs[name]
         self.field_spec = dict(spec["field_channels"])
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = spec["grid_shape"]
-        self.active_dataset = name
-        self.on_dataset_activated(previous, name)
 
     def on_dataset_activated(self, previous: str, name: str) -> None:
         """Hook for per-dataset state of subclasses (evaluation metrics)."""

@@ -8,13 +8,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
 from upt_lightning.metrics.conservation import resolve_quantities
+from upt_lightning.pipeline.multi_data import conservation_by_dataset, is_multi_data
 
 
 def conservation_of(cfg: DictConfig) -> dict | None:
     """``data.conservation`` as plain types (checkpoints keep it), None when the data set declares none."""
-    if cfg.data.get("datasets") is not None:  # several datasets: {dataset: its declaration}
-        from upt_lightning.pipeline.multi_data import conservation_by_dataset
-
+    if is_multi_data(cfg):  # several datasets: {dataset: its declaration}
         return conservation_by_dataset(cfg)
     spec = cfg.data.get("conservation")
     return None if spec is None else OmegaConf.to_container(spec, resolve=True)

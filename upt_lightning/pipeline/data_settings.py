@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.pipeline.multi_data import multi_datamodule_settings
+
 # Entries of the data group that the evaluation reads, not the DataModule: the finer copy for zero-shot
 # super-resolution (pipeline/superres.py) and the conserved quantities (pipeline/conservation.py).
 EVALUATION_KEYS = ("superres", "conservation")
@@ -15,7 +17,5 @@ def datamodule_settings(cfg: DictConfig) -> dict:
     for key in EVALUATION_KEYS:
         settings.pop(key, None)
     if settings.get("datasets") is not None:  # several datasets: each gets its own settings
-        from upt_lightning.pipeline.multi_data import multi_datamodule_settings
-
         return multi_datamodule_settings(settings)
     return settings

@@ -9,7 +9,6 @@ evaluation read one horizon for all).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -106,7 +105,3 @@ def dataset_architectures(cfg: DictConfig, datamodule) -> dict[str, dict]:
         out[name] = entry
     return out
 
-
-def multi_points(datamodule) -> int:
-    """The smallest grid of all datasets (query sampling draws at most that many points)."""
-    return min(math.prod(child.grid_shape) for child in datamodule.children.values())

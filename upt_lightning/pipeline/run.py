@@ -138,6 +138,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         "device": str(model.device),
         "throughput": stage_throughput(run_dir),
     }
+    if is_multi_data(cfg):  # each dataset's file, fields, grid, time step and trajectories per split
+        results["datasets"] = datamodule.describe()
     if trainer.is_global_zero:
         if cfg.evaluate.test and cfg.evaluate.plots:
             results["plots"] = [str(p) for p in make_plots(cfg, model, datamodule, metrics, run_dir)]
@@ -181,8 +183,7 @@ def _plots(cfg: DictConfig, model, datamodule, metrics: dict, run_dir: Path, pre
         label = "UPT (latent rollout)" if kind == "upt" else LABELS[kind]
         paths.append(plot_error_vs_horizon(model_curve, baseline, run_dir / f"{file_prefix}rollout_nrmse.png",
                                            label=label))
-    drift = conservation_curves({key.replace(f"{prefix}/", "test/", 1): value for key, value in metrics.items()
-                                 if key.startswith(f"{prefix}/")})
+    drift = conservation_curves(metrics, prefix=f"{prefix}/conservation/")
     if drift:
         paths.append(plot_conservation(drift, run_dir / f"{file_prefix}conservation.png",
                                        label=LABELS[model_kind(cfg)]))

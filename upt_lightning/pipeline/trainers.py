@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.callbacks import LatentCacheCallback
 from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.runtime.faults import fault_hooks
+from upt_lightning.pipeline.multi_data import is_multi_data
 from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.runtime.rng_state import RNGStateCheckpoint
 from upt_lightning.runtime.throughput import TrainingThroughput
@@ -35,7 +36,7 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
     max_time = stage_max_time(cfg, stage)
     if max_time is not None:
         trainer_kwargs["max_time"] = max_time
-    if cfg.data.get("datasets") is not None and (stage == "stage1" or not cfg.get("freeze_autoencoder", True)):
+    if is_multi_data(cfg) and (stage == "stage1" or not cfg.get("freeze_autoencoder", True)):
         trainer_kwargs["strategy"] = with_unused_parameters(trainer_kwargs.get("strategy", "auto"))
     fault_callbacks, midway = fault_hooks(stage)
     return pl.Trainer(
