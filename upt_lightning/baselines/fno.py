@@ -68,6 +68,7 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         optimizer: str = "adamw", scheduler: str = "cosine", warmup_fraction: float = 0.0,
         min_lr_ratio: float = 0.0, betas: Sequence[float] = (0.9, 0.999),
         conservation: Mapping[str, Any] | None = None,
+        muon_lr_ratio: float = 1.0,
     ):
         super().__init__()
         if grid_shape is None:
@@ -82,7 +83,8 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         for name, value in (("hidden_channels", hidden_channels), ("n_layers", n_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
-        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr)
+        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr,
+                             muon_lr_ratio=muon_lr_ratio)
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)
@@ -174,6 +176,7 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
             self.parameters(), hp.lr, self.trainer.estimated_stepping_batches, optimizer=hp.optimizer,
             scheduler=hp.scheduler, weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
             min_lr_ratio=hp.min_lr_ratio, betas=hp.betas, clock=budget_clock(self.trainer),
+            muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
         )
 
     # -------------------------------------------------------------- inference

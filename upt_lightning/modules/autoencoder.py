@@ -48,6 +48,7 @@ class AutoencoderModule(UPTModuleBase):
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
         datasets: Mapping[str, Mapping[str, Any]] | None = None,
+        muon_lr_ratio: float = 1.0,
     ):
         if lambda_cycle < 0:  # checked before the models are built, so this message comes first
             raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
@@ -55,7 +56,7 @@ class AutoencoderModule(UPTModuleBase):
             field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
             num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
             nan_policy=nan_policy, optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio,
-            betas=betas, datasets=datasets,
+            betas=betas, datasets=datasets, muon_lr_ratio=muon_lr_ratio,
         )
         self.save_hyperparameters()
         if self.dataset_specs is None:

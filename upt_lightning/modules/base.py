@@ -53,9 +53,10 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
         lr, weight_decay, warmup_fraction: base learning rate, weight decay, linear warm-up over this
             fraction of the run's steps.
-        optimizer, scheduler, min_lr_ratio, betas: the rest of the ``optim`` config group
-            (:mod:`upt_lightning.modules.optim`): "adamw" or "adam"; after the warm-up "cosine" decays
-            to ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``.
+        optimizer, scheduler, min_lr_ratio, betas, muon_lr_ratio: the rest of the ``optim`` config group
+            (:mod:`upt_lightning.modules.optim`): "adamw", "adam" or "muon" (Muon at ``muon_lr_ratio * lr``
+            for the weight matrices, AdamW for the rest); after the warm-up "cosine" decays to
+            ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``.
         seed: base seed of the query-sampling generator (combined with rank and batch index).
         datasets: one model over several datasets: ``{name: {field_channels, grid_shape, encoder}}`` (``encoder``:
             overrides of ``encoder`` for that dataset, e.g. its ``patch_size``). Each dataset gets its own
@@ -91,13 +92,15 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
         datasets: Mapping[str, Mapping[str, Any]] | None = None,
+        muon_lr_ratio: float = 1.0,
     ):
         super().__init__()
         if num_queries is not None and int(num_queries) <= 0:
             raise ValueError(f"sampling.num_queries must be positive or null (all points), got {num_queries}")
         if query_strategy not in STRATEGIES:
             raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {STRATEGIES}")
-        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr)
+        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr,
+                             muon_lr_ratio=muon_lr_ratio)
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)
@@ -271,7 +274,7 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             optimizer=hp.get("optimizer", "adamw"), scheduler=hp.get("scheduler", "cosine"),
             weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
             min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
-            clock=budget_clock(self.trainer),
+            clock=budget_clock(self.trainer), muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
         )
 
 

@@ -95,6 +95,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         min_lr_ratio: float = 0.0,
         betas: Sequence[float] = (0.9, 0.999),
         conservation: Mapping[str, Any] | None = None,
+        muon_lr_ratio: float = 1.0,
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -130,6 +131,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
             lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
             optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio, betas=betas,
+            muon_lr_ratio=muon_lr_ratio,
         )
         operator = dict(operator or {})
         if self.dataset_specs is not None:

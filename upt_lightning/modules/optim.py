@@ -12,17 +12,21 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from lightning.pytorch.callbacks import Timer
 
-OPTIMIZERS = ("adamw", "adam")
+from upt_lightning.modules.muon import MuonAdamW, muon_groups
+
+OPTIMIZERS = ("adamw", "adam", "muon")
 SCHEDULERS = ("cosine", "constant")
 
 
 def check_optim_settings(
     optimizer: str, scheduler: str, weight_decay: float, warmup_fraction: float, min_lr_ratio: float,
-    betas: Sequence[float], lr: float | None = None,
+    betas: Sequence[float], lr: float | None = None, muon_lr_ratio: float = 1.0,
 ) -> None:
     """Raise ValueError naming the first impossible setting (``lr`` too, when given)."""
     if lr is not None and not lr > 0:
         raise ValueError(f"optimizer lr must be positive, got {lr}")
+    if not (isinstance(muon_lr_ratio, (int, float)) and math.isfinite(muon_lr_ratio) and muon_lr_ratio > 0):
+        raise ValueError(f"optim.muon_lr_ratio must be a positive number, got {muon_lr_ratio!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optim.optimizer={optimizer!r} is unknown; choose one of {OPTIMIZERS}")
     if scheduler not in SCHEDULERS:
@@ -77,18 +81,25 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter], lr: float, total_steps: int, *, optimizer: str = "adamw",
     scheduler: str = "cosine", weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
     min_lr_ratio: float = 0.0, betas: Sequence[float] = (0.9, 0.999), clock: Callable[[], float] | None = None,
+    muon_lr_ratio: float = 1.0,
 ) -> dict:
     """What ``configure_optimizers`` returns: the optimiser and a per-step LambdaLR schedule.
 
     ``total_steps`` is the step count of the whole stage; ``clock`` (see :func:`budget_clock`) the
-    share of its time budget spent, when it has one.
+    share of its time budget spent, when it has one. ``optimizer="muon"``: Muon at ``muon_lr_ratio * lr``
+    for the weight matrices, AdamW at ``lr`` for the rest (:mod:`upt_lightning.modules.muon`); the
+    schedule scales both rates alike.
     """
-    check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas)
+    check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas,
+                         muon_lr_ratio=muon_lr_ratio)
     params = list(params)
     if not params:
         raise RuntimeError("no trainable parameters: every model is frozen")
-    kind = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
-    opt = kind(params, lr=lr, weight_decay=weight_decay, betas=tuple(float(b) for b in betas))
+    if optimizer == "muon":
+        opt = MuonAdamW(muon_groups(params, lr, muon_lr_ratio * lr, weight_decay, betas))
+    else:
+        kind = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        opt = kind(params, lr=lr, weight_decay=weight_decay, betas=tuple(float(b) for b in betas))
     total = max(int(total_steps), 1)
     warmup = int(warmup_fraction * total)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -6,10 +6,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
 
-OPTIM_KEYS = ("optimizer", "scheduler", "weight_decay", "warmup_fraction", "min_lr_ratio", "betas")
+OPTIM_KEYS = ("optimizer", "scheduler", "weight_decay", "warmup_fraction", "min_lr_ratio", "betas", "muon_lr_ratio")
 # What the modules do without the group (conf/optim/adamw_cosine.yaml holds the same values).
 DEFAULT_OPTIM = {"optimizer": "adamw", "scheduler": "cosine", "weight_decay": 1e-4, "warmup_fraction": 0.05,
-                 "min_lr_ratio": 0.0, "betas": [0.9, 0.999]}
+                 "min_lr_ratio": 0.0, "betas": [0.9, 0.999], "muon_lr_ratio": 1.0}
 
 
 def optim_settings(cfg: DictConfig) -> dict:
