@@ -26,10 +26,10 @@ def _limits(overrides: list[str]) -> tuple:
 
 @pytest.mark.parametrize("overrides, expected", [
     ([], (None, None)),
-    # burgers_upt gives stage 1 72% of a budget (stage1.budget_share), as its epochs take.
-    (["time_budget=600"], (timedelta(seconds=432), timedelta(seconds=168))),
+    # burgers_upt gives stage 1 half of a budget (stage1.budget_share), as its epochs take.
+    (["time_budget=600"], (timedelta(seconds=300), timedelta(seconds=300))),
     (["time_budget=00:00:10:00", "stage1.budget_share=0.25"], (timedelta(seconds=150), timedelta(seconds=450))),
-    (["time_budget={minutes:10}", "stage2.trainer.max_time=00:00:01:00"], (timedelta(seconds=432), timedelta(minutes=1))),
+    (["time_budget={minutes:10}", "stage2.trainer.max_time=00:00:01:00"], (timedelta(seconds=300), timedelta(minutes=1))),
     (["stage1.trainer.max_time={seconds:30}"], (timedelta(seconds=30), None)),
 ])
 def test_upt_splits_the_budget_between_its_stages_and_a_stage_limit_wins(overrides, expected):

@@ -131,3 +131,30 @@ def test_resuming_from_the_optimiser_state_continues_exactly():
 def test_muon_lr_ratio_must_be_positive():
     with pytest.raises(ValueError, match="muon_lr_ratio"):
         build_optimizer([nn.Parameter(torch.zeros(16, 16))], 1e-3, 10, optimizer="muon", muon_lr_ratio=0.0)
+
+
+def test_a_stack_is_orthogonalised_matrix_by_matrix():
+    torch.manual_seed(3)
+    stack = torch.randn(3, 24, 40) * torch.tensor([1.0, 10.0, 0.1]).view(3, 1, 1)
+    one_by_one = torch.stack([orthogonalise(m) for m in stack])
+    torch.testing.assert_close(orthogonalise(stack), one_by_one, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(orthogonalise(stack[0].T), one_by_one[0].T, rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_step_equals_a_step_per_matrix():
+    # Matrices of one shape (and a tall one of the transposed shape) are orthogonalised as one stack.
+    torch.manual_seed(4)
+    shapes = [(32, 48), (32, 48), (48, 32), (16, 16)]
+    grads = [torch.randn(s) for s in shapes]
+    together = [nn.Parameter(torch.randn(s)) for s in shapes]
+    apart = [nn.Parameter(p.detach().clone()) for p in together]
+    opts = [MuonAdamW([dict(params=[p], lr=0.01, weight_decay=0.1, muon=True)]) for p in apart]
+    optimiser = MuonAdamW([dict(params=together, lr=0.01, weight_decay=0.1, muon=True)])
+    for _ in range(3):
+        for p, q, g in zip(together, apart, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimiser.step()
+        for opt in opts:
+            opt.step()
+    for p, q in zip(together, apart):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
