@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+from torch.optim.adamw import adamw
 
 # Quintic Newton-Schulz coefficients that maximise the slope at zero (Keller Jordan's Muon).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -110,24 +111,28 @@ class MuonAdamW(torch.optim.Optimizer):
                 p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
 
     def _adamw_step(self, group: dict) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        """PyTorch's own AdamW update (``torch.optim.adamw.adamw``, the function behind ``torch.optim.AdamW``)
+        on this group's parameters, with the state laid out as ``torch.optim.AdamW`` keeps it."""
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
             state = self.state[p]
-            if "step" not in state:
-                state["step"] = 0
+            if not state:
+                state["step"] = torch.tensor(0.0)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
-            state["step"] += 1
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(p.grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            bias1 = 1 - beta1 ** state["step"]
-            bias2 = 1 - beta2 ** state["step"]
-            denom = (exp_avg_sq / bias2).sqrt_().add_(eps)
-            p.mul_(1 - lr * group["weight_decay"])
-            p.addcdiv_(exp_avg, denom, value=-lr / bias1)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        if params:
+            beta1, beta2 = group["betas"]
+            adamw(
+                params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1, beta2=beta2,
+                lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+            )
 
 
 def muon_groups(
