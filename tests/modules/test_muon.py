@@ -158,3 +158,30 @@ def test_grouped_step_equals_a_step_per_matrix():
             opt.step()
     for p, q in zip(together, apart):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_the_operators_conditioning_weights_train_with_adamw_and_still_learn():
+    """The time-step MLP and adaLN modulations act on one conditioning vector per sample: their gradients have
+    rank 1 for a fixed time step, which an orthogonalised step of Muon's size would hardly move."""
+    from upt_lightning.models.latent_operator import LatentOperator
+
+    torch.manual_seed(0)
+    op = LatentOperator(latent_dim=16, latent_tokens=8, dim=32, depth=2, num_heads=4)
+    conditioning = {id(p) for p in op.conditioning_parameters()}
+    names = {n for n, p in op.named_parameters() if id(p) in conditioning}
+    assert names == {n for n, _ in op.named_parameters() if n.startswith("dt_embed.") or ".modulation." in n}
+    opt = build_optimizer(op.parameters(), 1e-3, 10, optimizer="muon", muon_lr_ratio=2.5,
+                          muon_exempt=op.conditioning_parameters())["optimizer"]
+    muon = {id(p) for g in opt.param_groups if g["muon"] for p in g["params"]}
+    assert muon and not muon & conditioning
+    assert id(op.blocks[0].attn.q.weight) in muon and id(op.blocks[0].modulation[1].weight) not in muon
+    # With one time step the modulation's gradient has rank 1; AdamW moves its entries by about lr each. The
+    # zero-initialised output layer passes no gradient back in the first step, so take two.
+    z = torch.randn(4, 8, 16)
+    before = op.blocks[0].modulation[1].weight.detach().clone()
+    for _ in range(2):
+        opt.zero_grad()
+        ((op(z, 1.0) - z.flip(0)) ** 2).mean().backward()
+        opt.step()
+    moved = (op.blocks[0].modulation[1].weight.detach() - before).abs()
+    assert 0.5e-3 < moved.max().item() < 1.1e-3

@@ -54,6 +54,16 @@ class LatentOperator(nn.Module):
         if self.dataset_embed is not None:
             nn.init.trunc_normal_(self.dataset_embed.weight, std=0.02)
 
+    def conditioning_parameters(self) -> list[nn.Parameter]:
+        """The weights that act on the conditioning vector (time step, dataset) rather than on the tokens: the
+        time-step MLP, the dataset embedding and every adaLN modulation layer. Their gradients have rank at most
+        the number of distinct conditions in a batch (one for a fixed time step), so Muon's orthogonalised step
+        would hardly move them while paying for their Newton-Schulz iterations; they train with AdamW."""
+        modules = [self.dt_embed, *(block.modulation for block in self.blocks), self.out.modulation]
+        if self.dataset_embed is not None:
+            modules.append(self.dataset_embed)
+        return [p for module in modules for p in module.parameters()]
+
     def _dt_batch(self, dt: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
         """``dt`` as a ``(B,)`` tensor of ``like``'s dtype and device."""
         dt = torch.as_tensor(dt, dtype=like.dtype, device=like.device)

@@ -275,6 +275,8 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
             min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
             clock=budget_clock(self.trainer), muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
+            muon_exempt=[p for m in self.modules() if hasattr(m, "conditioning_parameters")
+                         for p in m.conditioning_parameters()],
         )
 
 

@@ -136,12 +136,15 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 def muon_groups(
-    params: Iterable[torch.nn.Parameter], lr: float, muon_lr: float, weight_decay: float, betas: Sequence[float]
+    params: Iterable[torch.nn.Parameter], lr: float, muon_lr: float, weight_decay: float, betas: Sequence[float],
+    exempt: Iterable[torch.nn.Parameter] = (),
 ) -> list[dict]:
-    """Split ``params`` into a Muon group (the matrices, :func:`is_muon_matrix`) and an AdamW group."""
+    """Split ``params`` into a Muon group (the matrices, :func:`is_muon_matrix`, not in ``exempt``) and an AdamW
+    group (the rest)."""
     params = list(params)
-    matrices = [p for p in params if is_muon_matrix(p)]
-    others = [p for p in params if not is_muon_matrix(p)]
+    skip = {id(p) for p in exempt}
+    matrices = [p for p in params if is_muon_matrix(p) and id(p) not in skip]
+    others = [p for p in params if not (is_muon_matrix(p) and id(p) not in skip)]
     groups = []
     if matrices:
         groups.append(dict(params=matrices, lr=muon_lr, weight_decay=weight_decay, muon=True))

@@ -81,14 +81,14 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter], lr: float, total_steps: int, *, optimizer: str = "adamw",
     scheduler: str = "cosine", weight_decay: float = 1e-4, warmup_fraction: float = 0.05,
     min_lr_ratio: float = 0.0, betas: Sequence[float] = (0.9, 0.999), clock: Callable[[], float] | None = None,
-    muon_lr_ratio: float = 1.0,
+    muon_lr_ratio: float = 1.0, muon_exempt: Iterable[torch.nn.Parameter] = (),
 ) -> dict:
     """What ``configure_optimizers`` returns: the optimiser and a per-step LambdaLR schedule.
 
     ``total_steps`` is the step count of the whole stage; ``clock`` (see :func:`budget_clock`) the
     share of its time budget spent, when it has one. ``optimizer="muon"``: Muon at ``muon_lr_ratio * lr``
-    for the weight matrices, AdamW at ``lr`` for the rest (:mod:`upt_lightning.modules.muon`); the
-    schedule scales both rates alike.
+    for the weight matrices, AdamW at ``lr`` for the rest and for the matrices in ``muon_exempt``
+    (:mod:`upt_lightning.modules.muon`); the schedule scales both rates alike.
     """
     check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas,
                          muon_lr_ratio=muon_lr_ratio)
@@ -96,7 +96,7 @@ def build_optimizer(
     if not params:
         raise RuntimeError("no trainable parameters: every model is frozen")
     if optimizer == "muon":
-        opt = MuonAdamW(muon_groups(params, lr, muon_lr_ratio * lr, weight_decay, betas))
+        opt = MuonAdamW(muon_groups(params, lr, muon_lr_ratio * lr, weight_decay, betas, muon_exempt))
     else:
         kind = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
         opt = kind(params, lr=lr, weight_decay=weight_decay, betas=tuple(float(b) for b in betas))
