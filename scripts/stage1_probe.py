@@ -12,24 +12,46 @@ nRMSE (physical units, all points) on every 4th frame of the next 10%.
 
 ``--muon 5e-3`` trains the weight matrices with Muon (the default experiment's optimiser); ``--ema 0.999``
 also reports the reconstruction error of an exponential moving average of the weights (last column).
+Each log row is [step, seconds, training loss, val nRMSE, val nRMSE of the reconstruction low-passed at
+``|k| <= --band`` on 2D grids (the error a perfectly smooth decoder would keep), EMA's val nRMSE].
+``--schedule linear`` or ``exp:0.01`` replaces the cosine after the warm-up, ``--ns-steps`` sets Muon's Newton-Schulz
+iterations, ``--frame-power 0.5`` draws frame t of a trajectory with weight (t + 1)^-0.5 instead of uniformly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import h5py
 import numpy as np
 import torch
 
+from upt_lightning.modules import optim as optim_module
 from upt_lightning.modules.builders import build_decoder, build_encoder
 from upt_lightning.modules.optim import build_optimizer
 
 
-def load(path: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """Train and val frames (F, N, C) of a 2D per-sample-group file, and its grid shape."""
+def decay_factor(schedule: str):
+    """An ``lr_factor`` replacement: linear warm-up, then ``linear`` to zero or ``exp:FINAL`` (geometric to FINAL)."""
+
+    def factor(step, total, warmup, scheduler, min_lr_ratio, time_fraction=0.0):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+        if schedule == "linear":
+            return 1.0 - progress
+        return float(schedule.split(":")[1]) ** progress
+
+    if schedule != "linear" and not schedule.startswith("exp:"):
+        raise SystemExit(f"--schedule {schedule!r}: use cosine, linear or exp:FINAL")
+    return factor
+
+
+def load(path: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], int]:
+    """Train and val frames (F, N, C) of a 2D per-sample-group file, its grid shape and frames per trajectory."""
     with h5py.File(path, "r") as f:
         keys = sorted(k for k in f.keys() if "data" in f[k])
         data = np.stack([f[k]["data"][:] for k in keys])  # (S, T, X, Y, C)
@@ -37,7 +59,7 @@ def load(path: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     perm = np.random.default_rng(0).permutation(len(keys))
     n_train, n_val = int(0.8 * len(keys)), int(0.1 * len(keys))
     frames = lambda ids: torch.from_numpy(data[ids]).reshape(-1, int(np.prod(grid)), data.shape[-1])  # noqa: E731
-    return frames(perm[:n_train]), frames(perm[n_train:n_train + n_val])[::4], grid
+    return frames(perm[:n_train]), frames(perm[n_train:n_train + n_val])[::4], grid, data.shape[1]
 
 
 def main() -> None:
@@ -55,11 +77,16 @@ def main() -> None:
     p.add_argument("--muon", type=float, default=0.0,
                    help="Muon for the weight matrices at this rate, AdamW at --lr for the rest (0: AdamW for all)")
     p.add_argument("--ema", type=float, default=0.0, help="evaluate an EMA of the weights with this decay (0: off)")
+    p.add_argument("--schedule", default="cosine", help="cosine, linear or exp:FINAL after the warm-up")
+    p.add_argument("--ns-steps", type=int, default=5, help="Muon's Newton-Schulz iterations")
+    p.add_argument("--frame-power", type=float, default=0.0,
+                   help="draw frame t of a trajectory with weight (t + 1)^-power (0: uniformly)")
+    p.add_argument("--band", type=float, default=8.0, help="|k| of the low-passed column (2D grids)")
     p.add_argument("--out", default=None, help="append the result as a JSON line to this file")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    train, val, grid = load(a.path)
+    train, val, grid, steps_per_trajectory = load(a.path)
     channels = train.shape[-1]
     spec = {f"c{i}": 1 for i in range(channels)}
     mean, std = train.mean((0, 1)), train.std((0, 1))
@@ -69,8 +96,12 @@ def main() -> None:
     dec = build_decoder(json.loads(a.dec), spec, len(grid), a.ldim)
     params = [*enc.parameters(), *dec.parameters()]
     muon = dict(optimizer="muon", muon_lr_ratio=a.muon / a.lr) if a.muon else {}
+    if a.schedule != "cosine":
+        optim_module.lr_factor = decay_factor(a.schedule)  # build_optimizer's schedule reads it at every step
     built = build_optimizer(params, a.lr, a.steps, **muon)
     opt, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    for group in opt.param_groups:
+        group["ns_steps"] = a.ns_steps
     ema = None
     if a.ema:
         ema = torch.optim.swa_utils.AveragedModel(
@@ -78,21 +109,40 @@ def main() -> None:
     split = lambda x: {f"c{i}": x[..., i:i + 1] for i in range(channels)}  # noqa: E731
     join = lambda d: torch.cat([d[f"c{i}"] for i in range(channels)], -1)  # noqa: E731
 
+    keep = None
+    if len(grid) == 2:  # the wavenumbers a low-passed reconstruction keeps
+        k = torch.stack(torch.meshgrid(*[torch.fft.fftfreq(n, 1.0 / n) for n in grid], indexing="ij")).pow(2).sum(0)
+        keep = (k.sqrt() <= a.band).float()[None, :, :, None]
+
+    def relative(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (((y - x) ** 2).sum(1).sqrt() / (x ** 2).sum(1).sqrt()).mean(1)
+
     @torch.no_grad()
-    def val_nrmse(use_ema: bool = False) -> float:
+    def val_nrmse(use_ema: bool = False) -> tuple[float, float]:
+        """Validation nRMSE of the reconstruction, and of it low-passed at --band (nan off 2D grids)."""
         enc_, dec_ = (ema.module[0], ema.module[1]) if use_ema else (enc, dec)
         enc_.eval(), dec_.eval()
-        errors = []
+        errors, smooth = [], []
         for x in val.split(32):
             c = coords.expand(len(x), -1, -1)
             y = join(dec_(c, enc_(split((x - mean) / std), c))) * std + mean
-            errors.append((((y - x) ** 2).sum(1).sqrt() / (x ** 2).sum(1).sqrt()).mean(1))
+            errors.append(relative(y, x))
+            if keep is not None:
+                image = y.reshape(len(x), *grid, channels)
+                low = torch.fft.ifft2(torch.fft.fft2(image, dim=(1, 2)) * keep, dim=(1, 2)).real
+                smooth.append(relative(low.reshape(y.shape), x))
         enc_.train(), dec_.train()
-        return torch.cat(errors).mean().item()
+        return torch.cat(errors).mean().item(), torch.cat(smooth).mean().item() if smooth else math.nan
+
+    # Frame t of a trajectory (frames are stored trajectory by trajectory) drawn with weight (t + 1)^-power.
+    frame_weights = (torch.arange(len(train)) % steps_per_trajectory + 1.0) ** -a.frame_power
 
     start, log = time.time(), []
     for step in range(1, a.steps + 1):
-        x = (train[torch.randint(0, len(train), (a.bs,))] - mean) / std
+        if a.frame_power:
+            x = (train[torch.multinomial(frame_weights, a.bs, replacement=True)] - mean) / std
+        else:
+            x = (train[torch.randint(0, len(train), (a.bs,))] - mean) / std
         c = coords.expand(a.bs, -1, -1)
         pick = torch.rand(a.bs, x.shape[1]).argsort(1)[:, :a.q, None]
         loss = ((join(dec(torch.gather(c, 1, pick.expand(-1, -1, len(grid))), enc(split(x), c)))
@@ -104,10 +154,12 @@ def main() -> None:
         if ema is not None:
             ema.update_parameters(torch.nn.ModuleList([enc, dec]))
         if step % max(a.steps // 5, 1) == 0:
-            log.append([step, round(time.time() - start, 1), round(loss.item(), 5), round(val_nrmse(), 4)]
-                       + ([round(val_nrmse(True), 4)] if ema is not None else []))
+            plain, lowpassed = val_nrmse()
+            log.append([step, round(time.time() - start, 1), round(loss.item(), 5), round(plain, 4), round(lowpassed, 4)]
+                       + ([round(val_nrmse(True)[0], 4)] if ema is not None else []))
             print(log[-1], flush=True)
-    result = {"args": vars(a), "seconds": round(time.time() - start, 1), "val_nrmse": log[-1][-1], "log": log}
+    result = {"args": vars(a), "seconds": round(time.time() - start, 1), "val_nrmse": log[-1][3],
+              "val_nrmse_lowpassed": log[-1][4], "log": log}
     print(json.dumps(result))
     if a.out:
         with open(a.out, "a") as fh:
