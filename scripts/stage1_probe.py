@@ -13,7 +13,9 @@ nRMSE (physical units, all points) on every 4th frame of the next 10%.
 ``--muon 5e-3`` trains the weight matrices with Muon (the default experiment's optimiser); ``--ema 0.999``
 also reports the reconstruction error of an exponential moving average of the weights (last column).
 Each log row is [step, seconds, training loss, val nRMSE, val nRMSE of the reconstruction low-passed at
-``|k| <= --band`` on 2D grids (the error a perfectly smooth decoder would keep), EMA's val nRMSE].
+``|k| <= --band`` on 2D grids (the error a perfectly smooth decoder would keep), val nRMSE at the points half
+a cell off the grid in both axes against the exact (spectrally shifted) fields on 2D grids (what zero-shot
+super-resolution asks of the decoder), EMA's val nRMSE].
 ``--schedule linear`` or ``exp:0.01`` replaces the cosine after the warm-up, ``--ns-steps`` sets Muon's Newton-Schulz
 iterations, ``--frame-power 0.5`` draws frame t of a trajectory with weight (t + 1)^-0.5 instead of uniformly.
 """
@@ -117,22 +119,36 @@ def main() -> None:
     def relative(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (((y - x) ** 2).sum(1).sqrt() / (x ** 2).sum(1).sqrt()).mean(1)
 
+    shifted, shift_phase = None, None
+    if len(grid) == 2:  # points half a cell off the grid, and the exact fields there (the data are band-limited)
+        shifted = (coords + 0.5 / torch.tensor(grid, dtype=coords.dtype)) % 1.0
+        freqs = torch.meshgrid(*[torch.fft.fftfreq(n, 1.0 / n) for n in grid], indexing="ij")
+        shift_phase = torch.exp(2j * math.pi * sum(f * 0.5 / n for f, n in zip(freqs, grid)))[None, :, :, None]
+
     @torch.no_grad()
-    def val_nrmse(use_ema: bool = False) -> tuple[float, float]:
-        """Validation nRMSE of the reconstruction, and of it low-passed at --band (nan off 2D grids)."""
+    def val_nrmse(use_ema: bool = False) -> tuple[float, float, float]:
+        """Validation nRMSE of the reconstruction, of it low-passed at --band, and at points half a cell off
+        the grid (the last two nan off 2D grids)."""
         enc_, dec_ = (ema.module[0], ema.module[1]) if use_ema else (enc, dec)
         enc_.eval(), dec_.eval()
-        errors, smooth = [], []
+        errors, smooth, off_grid = [], [], []
         for x in val.split(32):
             c = coords.expand(len(x), -1, -1)
-            y = join(dec_(c, enc_(split((x - mean) / std), c))) * std + mean
+            latent = enc_(split((x - mean) / std), c)
+            y = join(dec_(c, latent)) * std + mean
             errors.append(relative(y, x))
             if keep is not None:
                 image = y.reshape(len(x), *grid, channels)
                 low = torch.fft.ifft2(torch.fft.fft2(image, dim=(1, 2)) * keep, dim=(1, 2)).real
                 smooth.append(relative(low.reshape(y.shape), x))
+                truth = torch.fft.ifft2(torch.fft.fft2(x.reshape(image.shape), dim=(1, 2)) * shift_phase,
+                                        dim=(1, 2)).real.reshape(x.shape)
+                between = join(dec_(shifted.expand(len(x), -1, -1), latent)) * std + mean
+                off_grid.append(relative(between, truth))
         enc_.train(), dec_.train()
-        return torch.cat(errors).mean().item(), torch.cat(smooth).mean().item() if smooth else math.nan
+        nan = math.nan
+        return (torch.cat(errors).mean().item(), torch.cat(smooth).mean().item() if smooth else nan,
+                torch.cat(off_grid).mean().item() if off_grid else nan)
 
     # Frame t of a trajectory (frames are stored trajectory by trajectory) drawn with weight (t + 1)^-power.
     frame_weights = (torch.arange(len(train)) % steps_per_trajectory + 1.0) ** -a.frame_power
@@ -154,12 +170,13 @@ def main() -> None:
         if ema is not None:
             ema.update_parameters(torch.nn.ModuleList([enc, dec]))
         if step % max(a.steps // 5, 1) == 0:
-            plain, lowpassed = val_nrmse()
-            log.append([step, round(time.time() - start, 1), round(loss.item(), 5), round(plain, 4), round(lowpassed, 4)]
+            plain, lowpassed, between = val_nrmse()
+            log.append([step, round(time.time() - start, 1), round(loss.item(), 5), round(plain, 4),
+                        round(lowpassed, 4), round(between, 4)]
                        + ([round(val_nrmse(True)[0], 4)] if ema is not None else []))
             print(log[-1], flush=True)
     result = {"args": vars(a), "seconds": round(time.time() - start, 1), "val_nrmse": log[-1][3],
-              "val_nrmse_lowpassed": log[-1][4], "log": log}
+              "val_nrmse_lowpassed": log[-1][4], "val_nrmse_off_grid": log[-1][5], "log": log}
     print(json.dumps(result))
     if a.out:
         with open(a.out, "a") as fh:

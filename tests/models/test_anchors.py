@@ -28,6 +28,16 @@ def test_locality_bias_by_hand():
     torch.testing.assert_close(bias, torch.tensor([[[[-0.5, 0.0]]]]))
 
 
+def test_periodic_locality_bias_measures_the_distance_to_the_nearest_image():
+    query, keys = torch.tensor([[0.02, 0.5]]), torch.tensor([[0.98, 0.5], [0.5, 0.5], [0.02, 1.49]])
+    wrapped = locality_bias(query, keys, width=0.1, periodic=True)
+    # 0.04 across the boundary, 0.48 inside, 0.01 one period up: -|d|^2 / (2 * 0.01)
+    torch.testing.assert_close(wrapped, torch.tensor([[[[-0.08, -11.52, -0.005]]]]))
+    plain = locality_bias(query, keys, width=0.1)
+    torch.testing.assert_close(plain[..., 1], wrapped[..., 1])
+    assert plain[0, 0, 0, 0] < -40 and plain[0, 0, 0, 2] < -40
+
+
 def zero_mean_waves(batch=16, grid=(16, 16)):
     axes = [(torch.arange(n) + 0.5) / n for n in grid]
     xy = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)

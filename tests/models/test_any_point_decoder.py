@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from upt_lightning.models import AnyPointDecoder, saved_tensor_bytes
+from upt_lightning.models.anchors import anchor_grid
 
 SPEC = {"u": 1, "vel": 2}
 
@@ -100,3 +101,68 @@ def test_bad_inputs_are_clear_errors():
         decoder(torch.tensor([[[0.5, float("nan")]]]), torch.randn(1, 5, 6))
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         decoder(torch.rand(1, 10, 2), torch.randn(1, 5, 6), chunk_size=0)
+
+
+@pytest.mark.parametrize("learned_locality", [False, True])
+def test_a_periodic_decoder_decodes_the_same_values_one_period_away(learned_locality):
+    torch.manual_seed(0)
+    points, latent = torch.rand(2, 32, 2), torch.randn(2, 16, 6)
+    shift = torch.tensor([1.0, -2.0])
+    periodic = build(periodic=True, learned_locality=learned_locality)
+    if learned_locality:
+        with torch.no_grad():
+            periodic.locality_log_scale.copy_(torch.tensor([1.5, -1.0]))
+    plain = build()
+    for name in SPEC:
+        torch.testing.assert_close(periodic(points + shift, latent)[name], periodic(points, latent)[name],
+                                   rtol=0, atol=2e-5)
+        # The plain decoder sees the raw coordinate and a bias that does not wrap: not periodic.
+        assert (plain(points + shift, latent)[name] - plain(points, latent)[name]).abs().max() > 1e-2
+
+
+def test_a_periodic_decoder_reads_the_tokens_across_the_boundary():
+    # A query just inside x = 0 is next to the tokens of the last column of anchors (x = 0.875): perturbing
+    # one of them moves it as much as perturbing its own-side neighbour does.
+    torch.manual_seed(0)
+    latent = torch.zeros(1, 16, 6)
+    anchors, _ = anchor_grid(16, 2)
+    query = torch.tensor([[[0.0, 0.125]]])
+
+    def moved(decoder, token):
+        with torch.no_grad():
+            base = decoder(query, latent)["u"]
+            poked = latent.clone()
+            poked[0, token] = 5.0
+            return (decoder(query, poked)["u"] - base).abs().item()
+
+    periodic, plain = build(periodic=True, depth=1), build(depth=1)
+    # Token 0 sits at (0.125, 0.125), token 12 at (0.875, 0.125): both 0.125 from the query across the boundary.
+    assert anchors[0].tolist() == [0.125, 0.125] and anchors[12].tolist() == [0.875, 0.125]
+    assert moved(periodic, 12) > 0.3 * moved(periodic, 0)
+    assert moved(plain, 12) < 0.05 * moved(plain, 0)
+
+
+def test_learned_locality_sharpens_per_head_and_is_trained():
+    torch.manual_seed(0)
+    decoder = build(depth=1, learned_locality=True)
+    assert torch.equal(decoder.locality_log_scale.detach(), torch.zeros(2))
+    points, latent = torch.rand(2, 16, 2), torch.randn(2, 16, 6)
+    decoder(points, latent)["u"].square().sum().backward()
+    assert torch.isfinite(decoder.locality_log_scale.grad).all() and decoder.locality_log_scale.grad.abs().min() > 0
+    # Very sharp heads read only the token anchored at the query: the other tokens stop mattering.
+    with torch.no_grad():
+        decoder.locality_log_scale.fill_(6.0)
+        anchors, _ = anchor_grid(16, 2)
+        at_token_5 = anchors[5].view(1, 1, 2)
+        base = decoder(at_token_5, latent[:1])["u"]
+        poked = latent[:1].clone()
+        poked[0, 6] += 5.0
+        assert (decoder(at_token_5, poked)["u"] - base).abs().item() < 1e-4
+        poked = latent[:1].clone()
+        poked[0, 5] += 5.0
+        assert (decoder(at_token_5, poked)["u"] - base).abs().item() > 1e-2
+
+
+def test_learned_locality_without_the_locality_bias_is_refused():
+    with pytest.raises(ValueError, match="learned_locality=true"):
+        build(locality=False, learned_locality=True)

@@ -8,13 +8,14 @@ checkpoints, so a loaded model maps raw fields to raw predictions.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
@@ -51,6 +52,18 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
     and ``test_dataloader`` return ``[one-step loader, rollout loader]``: next-step windows over
     the split, and one window of ``rollout_horizon`` steps per trajectory from ``rollout_start``.
     Frames are ``frame_stride`` file steps apart; windows start every ``window_stride`` frames.
+
+    ``frame_weight_power`` > 0 draws the training windows (with replacement, as many per epoch as there
+    are windows) with weight ``(n + 1) ** -frame_weight_power``, ``n`` the number of the window's first
+    frame along its trajectory: the first frames of a decaying flow are the hardest to reconstruct and
+    the rarest kind of state in the file, and they are where every rollout starts.
+
+    ``period``: the domain's period along each axis in the file's units (one number for every axis, or
+    one per axis), None for a domain that is not periodic. With a period the statistics map one period
+    onto [0, 1) (``coord_max - coord_min = period``, the points centred in it) instead of stretching the
+    points' own extent over [0, 1], so that points one period apart get coordinates exactly 1 apart: the
+    decoder's Fourier features and its periodic locality bias (``decoder.periodic``) then see the true
+    neighbours across the boundary.
     """
 
     is_mesh = False
@@ -72,8 +85,11 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         split_seed: int = 0,
         max_stat_trajectories: int = 64,
         pin_memory: bool | str = "auto",
+        period: float | Sequence[float] | None = None,
+        frame_weight_power: float = 0.0,
     ) -> None:
         super().__init__()
+        period = check_period(period)
         for name, value in (
             ("batch_size", batch_size),
             ("train_horizon", train_horizon),
@@ -87,9 +103,16 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         check_num_workers(num_workers)
         if pin_memory not in (True, False, "auto"):
             raise ValueError(f"pin_memory={pin_memory!r} must be true, false or 'auto' (pin when training on CUDA)")
+        if not (isinstance(frame_weight_power, (int, float)) and math.isfinite(frame_weight_power)
+                and frame_weight_power >= 0):
+            raise ValueError(
+                f"frame_weight_power must be a finite number >= 0 (0 draws every training window equally often), "
+                f"got {frame_weight_power!r}"
+            )
         if rollout_start < 0:
             raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
         self.save_hyperparameters()
+        self.hparams["period"] = period
         # A str, not a Path, so checkpoints holding these hyperparameters load with weights_only=True.
         self.hparams["path"] = str(path)
         self.path = Path(path)
@@ -147,6 +170,8 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         self._stats = compute_stats(
             source, [train[i * len(train) // picked] for i in range(picked)]
         )
+        if hp.period is not None:
+            self._stats = periodic_stats(self._stats, hp.period, self.path)
         times = source.times(train[0])
         self._dt = float(times[hp.frame_stride] - times[0])
         # Workers fork from here; closing keeps the parent's handle out of their address space.
@@ -193,6 +218,14 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         return self._loaded().coord_dim
 
     @property
+    def period(self) -> tuple[float, ...] | None:
+        """The domain's period per axis in the file's units (``coord_dim`` entries), None when not periodic."""
+        if self.hparams.period is None:
+            return None
+        values = list(self.hparams.period)
+        return tuple(values * self.coord_dim if len(values) == 1 else values)
+
+    @property
     def dt(self) -> float:
         """Time between consecutive frames of a window (file spacing times ``frame_stride``)."""
         self._loaded()
@@ -218,6 +251,12 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         self._loaded()
         return [self._loader(dataset, shuffle=False) for dataset in self.eval_sets["test"]]
 
+    def _frame_weights(self) -> torch.Tensor:
+        """``(len(train_set),)`` float64 weights ``(n + 1) ** -frame_weight_power`` of the training windows."""
+        windows = self.train_set
+        first = torch.tensor([windows.window(i)[1] for i in range(len(windows))], dtype=torch.float64)
+        return (first / windows.frame_stride + 1.0) ** -float(self.hparams.frame_weight_power)
+
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """A loader over another evaluation set of windows (a finer copy of the test split, say), made
         like the test loaders: in order, the same batches, and the same shards under DDP."""
@@ -232,6 +271,8 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
             # workers live on from epoch to epoch draws as much as one started afresh by a resumed
             # run (with the global RNG state restored, see rng_state.py), whatever num_workers.
             sampler = RandomSampler(dataset)
+            if self.hparams.get("frame_weight_power", 0.0) > 0:
+                sampler = WeightedRandomSampler(self._frame_weights(), len(dataset), replacement=True)
         else:
             # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every
             # window once (Lightning's own sampler would repeat windows).
@@ -246,6 +287,47 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
             collate_fn=collate_fn or (collate_mesh_windows if self.is_mesh else collate_windows),
             generator=worker_seed_generator(),
         )
+
+
+def check_period(period) -> list[float] | None:
+    """``period`` as a list of positive finite floats (one, or one per axis), or None; a clear error otherwise."""
+    if period is None:
+        return None
+    values = [period] if isinstance(period, (int, float)) else list(period)
+    if not values or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
+    ):
+        raise ValueError(
+            f"data.period={period!r} must be a positive number (the same period on every axis), a list of "
+            "them (one per axis), or null for a domain that is not periodic"
+        )
+    return [float(v) for v in values]
+
+
+def periodic_stats(stats: dict[str, torch.Tensor], period: Sequence[float], path) -> dict[str, torch.Tensor]:
+    """``stats`` whose ``coord_min``, ``coord_max`` are one period apart: the normaliser maps it onto [0, 1).
+
+    Raises :class:`DataError` when the period is given for the wrong number of axes or is not longer
+    than the points' own extent (points a period apart would be the same point).
+    """
+    low, high = stats["coord_min"], stats["coord_max"]
+    if len(period) not in (1, low.numel()):
+        raise DataError(
+            f"data.period has {len(period)} entries but {path} has {low.numel()}-D points; give one period "
+            f"for every axis or {low.numel()} of them"
+        )
+    span = torch.as_tensor(period, dtype=low.dtype).expand_as(low)
+    extent = high - low
+    if bool((extent >= span).any()):
+        raise DataError(
+            f"data.period={list(period)} is not longer than the points' extent {extent.tolist()} in {path}: "
+            "points one period apart would coincide. Give the domain's full period (e.g. 1.0 for [0, 1) with "
+            "the last grid point at 1 - h), or period=null if the domain is not periodic"
+        )
+    # The period starts half the gap (span - extent) before the first point: on a grid of n points the
+    # points land at (i + 0.5) / n, the centres of n equal cells, as the patch centres of GridEncoder do.
+    start = low - 0.5 * (span - extent)
+    return {**stats, "coord_min": start, "coord_max": start + span}
 
 
 def worker_seed_generator() -> torch.Generator:

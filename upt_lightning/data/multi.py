@@ -43,7 +43,8 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
     to a built TrajectoryDataModule or to the keyword arguments of one: GridDataModule, or
     MeshDataModule with ``kind: mesh`` (a ``_target_`` key, as Hydra leaves it, is dropped; without
     ``kind`` one naming MeshDataModule selects it). ``batch_size``, ``num_workers`` and ``pin_memory``
-    replace the datasets' own, so every loader runs alike.
+    replace the datasets' own, so every loader runs alike. ``frame_weight_power`` exists so that an
+    experiment written for one dataset composes; anything but 0 is refused (windows are drawn uniformly).
 
     Training: one loader, every batch from one dataset, drawn per batch with probability proportional
     to its number of training windows (``mixing="proportional"``) or to ``mixing[name]``. An epoch is
@@ -69,8 +70,14 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
         seed: int = 0,
         batches_per_epoch: int | None = None,
         pin_memory: bool | str = "auto",
+        frame_weight_power: float = 0.0,
     ) -> None:
         super().__init__()
+        if frame_weight_power:
+            raise ConfigError(
+                f"data.frame_weight_power={frame_weight_power!r}: with several datasets the batches come from "
+                "MultiDataModule's own sampler, which draws windows uniformly; set data.frame_weight_power=0"
+            )
         if not isinstance(datasets, Mapping) or not datasets:
             raise ConfigError(
                 "data.datasets is empty: a MultiDataModule needs at least one dataset, "
@@ -99,6 +106,12 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
         self.children: dict[str, TrajectoryDataModule] = {
             name: _child(name, spec, shared) for name, spec in datasets.items()
         }
+        weighted = [name for name, child in self.children.items() if child.hparams.get("frame_weight_power", 0.0) > 0]
+        if weighted:
+            raise ConfigError(
+                f"data.datasets.{weighted[0]}.frame_weight_power is set, but with several datasets the batches come "
+                "from MultiDataModule's own sampler, which draws windows uniformly; set frame_weight_power=0"
+            )
         self.save_hyperparameters(ignore=["datasets"])
         # Plain values only, so checkpoints holding these hyperparameters load with weights_only=True; with
         # each dataset's kind, MultiDataModule(**hparams) rebuilds the same datasets.

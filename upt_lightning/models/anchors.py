@@ -44,17 +44,24 @@ def anchor_grid(num_tokens: int, coord_dim: int, device=None) -> tuple[torch.Ten
     return grid.to(device), spacing
 
 
-def locality_bias(query_pos: torch.Tensor, key_pos: torch.Tensor, width: float) -> torch.Tensor:
+def locality_bias(
+    query_pos: torch.Tensor, key_pos: torch.Tensor, width: float, periodic: bool = False
+) -> torch.Tensor:
     """Additive attention bias ``-|q - k|^2 / (2 width^2)``.
 
     query_pos (Q, d) or (B, Q, d); key_pos (K, d) or (B, K, d). Returns (1 or B, 1, Q, K), which
-    broadcasts over heads in ``scaled_dot_product_attention``.
+    broadcasts over heads in ``scaled_dot_product_attention``. ``periodic``: positions live on the
+    unit torus, and each offset is taken to its nearest periodic image (a query at x = 0.01 is then
+    next to the token at x = 0.99, not a whole domain away from it).
     """
     if query_pos.ndim == 2:
         query_pos = query_pos.unsqueeze(0)
     if key_pos.ndim == 2:
         key_pos = key_pos.unsqueeze(0)
-    squared = (query_pos.unsqueeze(2) - key_pos.unsqueeze(1)).pow(2).sum(-1)
+    offset = query_pos.unsqueeze(2) - key_pos.unsqueeze(1)
+    if periodic:
+        offset = offset - offset.round()
+    squared = offset.pow(2).sum(-1)
     return (squared * (-0.5 / (width * width))).unsqueeze(1)
 
 

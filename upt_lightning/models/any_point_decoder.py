@@ -20,8 +20,13 @@ class AnyPointDecoder(nn.Module):
 
     Query positions get Fourier features (frequencies ``2 pi 2^k``, ``k < num_frequencies``) and an
     MLP embedding, then ``depth`` cross-attention layers to the projected latent tokens and one
-    linear head per field. Queries never attend to each other: any subset of points can be
-    decoded, rows do not depend on the other queries and the cost is linear in ``Q``.
+    linear head per field. With ``locality`` each query starts by reading the tokens anchored near it
+    (models/anchors.py); ``learned_locality`` gives each head its own learned sharpness of that bias.
+    ``periodic``: the points live on a domain of period 1 in every coordinate (the DataModule's
+    ``period`` puts them there): the locality bias measures distances to the nearest periodic image
+    and the query features leave out the raw coordinates, so the decoded fields have period 1 exactly.
+    Queries never attend to each other: any subset of points can be decoded, rows do not depend on the
+    other queries and the cost is linear in ``Q``.
 
     With ``chunk_size`` set (argument of ``forward``, else the attribute) and ``Q > chunk_size``
     the queries are decoded in chunks and concatenated; the values equal the unchunked path and,
@@ -40,6 +45,8 @@ class AnyPointDecoder(nn.Module):
         mlp_ratio: float = 4.0,
         chunk_size: int | None = None,
         locality: bool = True,
+        periodic: bool = False,
+        learned_locality: bool = False,
     ):
         super().__init__()
         self.field_channels = validate_field_spec(field_channels)
@@ -53,20 +60,31 @@ class AnyPointDecoder(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.chunk_size = None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
 
-        self.query_features = FourierFeatures(self.coord_dim, num_frequencies)
+        self.periodic = bool(periodic)
+        self.query_features = FourierFeatures(self.coord_dim, num_frequencies, periodic=self.periodic)
         self.query_embed = Mlp(self.query_features.out_dim, dim, dim)
         self.latent_proj = nn.Linear(latent_dim, dim)
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleList(nn.Linear(dim, channels) for channels in self.field_channels.values())
         self.locality = bool(locality)
+        if learned_locality and not self.locality:
+            raise ValueError(
+                "decoder.learned_locality=true learns the sharpness of the locality bias, but locality=false "
+                "switches that bias off; set locality=true or learned_locality=false"
+            )
+        # One sharpness per head, exp(0) = 1 at the start: heads can narrow to interpolate between the
+        # nearest tokens or widen to read far ones, instead of all sharing the anchors' fixed width.
+        self.locality_log_scale = nn.Parameter(torch.zeros(num_heads)) if learned_locality else None
 
     def _decode(self, points: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``(B, Q, coord_dim)`` and projected latent ``(B, T, dim)`` -> features ``(B, Q, dim)``."""
         bias = None
         if self.locality:
             anchors, width = anchor_grid(context.shape[1], self.coord_dim, device=points.device)
-            bias = locality_bias(points, anchors, width)
+            bias = locality_bias(points, anchors, width, periodic=self.periodic)
+            if self.locality_log_scale is not None:
+                bias = bias * self.locality_log_scale.exp().view(1, -1, 1, 1)
         x = self.query_embed(self.query_features(points))
         for block in self.blocks:
             x = block(x, context, bias)

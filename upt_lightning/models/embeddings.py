@@ -55,20 +55,24 @@ class FourierFeatures(nn.Module):
     """Fourier features ``[x, sin(2 pi 2^k x), cos(2 pi 2^k x)]`` for ``k < num_frequencies``.
 
     The raw coordinates are kept because the slowest pair (period 1) cannot tell 0 from 1 on a
-    non-periodic unit domain. Input ``(..., coord_dim)``, output ``(..., out_dim)`` with
-    ``out_dim = coord_dim * (2 * num_frequencies + 1)``.
+    non-periodic unit domain; ``periodic=True`` (a domain of period 1, where 0 and 1 are the same
+    point) leaves them out, so the features, and whatever is computed from them, have period 1.
+    Input ``(..., coord_dim)``, output ``(..., out_dim)`` with ``out_dim = coord_dim * (2 *
+    num_frequencies + 1)``, or ``coord_dim * 2 * num_frequencies`` when periodic.
     """
 
-    def __init__(self, coord_dim: int, num_frequencies: int):
+    def __init__(self, coord_dim: int, num_frequencies: int, periodic: bool = False):
         super().__init__()
         if num_frequencies < 1:
             raise ValueError(f"num_frequencies must be at least 1, got {num_frequencies}")
         self.coord_dim = coord_dim
         self.num_frequencies = num_frequencies
-        self.out_dim = coord_dim * (2 * num_frequencies + 1)
+        self.periodic = bool(periodic)
+        self.out_dim = coord_dim * (2 * num_frequencies + (0 if self.periodic else 1))
         frequencies = 2.0 * math.pi * 2.0 ** torch.arange(num_frequencies, dtype=torch.float64)
         self.register_buffer("frequencies", frequencies.float(), persistent=False)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         angles = (coords.unsqueeze(-1) * self.frequencies).flatten(-2)  # (..., coord_dim * F)
-        return torch.cat([coords, angles.sin(), angles.cos()], dim=-1)
+        parts = [angles.sin(), angles.cos()]
+        return torch.cat(parts if self.periodic else [coords, *parts], dim=-1)

@@ -182,6 +182,13 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
                 "use a checkpoint trained on this data, or train stage 1 again"
             )
         if not bool(self.normalizer.initialised) and getattr(datamodule, "stats", None) is not None:
+            # A periodic decoder assumes one period maps onto [0, 1), which only data.period's statistics do.
+            if getattr(self.decoder, "periodic", False) and getattr(datamodule, "period", None) is None:
+                raise ValueError(
+                    "the decoder is periodic (decoder.periodic=true) but the data give no period, so their "
+                    "coordinates would not have period 1: set the DataModule's period (e.g. period: 1.0 for the "
+                    "unit square) or build the decoder with periodic=false"
+                )
             self.normalizer.set_stats(datamodule.stats, dt=getattr(datamodule, "dt", None))
             log.info("normalisation statistics taken from the training split")
 

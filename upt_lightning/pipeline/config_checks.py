@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
@@ -17,6 +18,8 @@ from upt_lightning.pipeline.model_kind import model_kind
 from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.time_budget import check_time_limits
 from upt_lightning.query_sampling import STRATEGIES
+
+log = logging.getLogger("upt_lightning.pipeline")
 
 FNO_SETTINGS = ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs")  # conf/model/fno.yaml
 LOSS_WEIGHTS = (*TERM_WEIGHT_KEYS, "lambda_recon", "inverse_loss_max_weight")
@@ -198,6 +201,7 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
     if grid_shape is not None:
         _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
         _patch_tokens_fit(cfg, grid_shape)
+        _warn_on_grid_frequencies(cfg, grid_shape)
         return
     if cfg.loss.lambda_spectral > 0:
         raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")
@@ -206,6 +210,26 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
         raise ConfigError(
             f"model.mesh_encoder.num_supernodes={supernodes} exceeds the {min_points} points of the smallest mesh "
             f"in {cfg.data.path}; set model.mesh_encoder.num_supernodes to at most {min_points}"
+        )
+
+
+def _warn_on_grid_frequencies(cfg: DictConfig, grid_shape) -> None:
+    """Warn when the decoder's fastest Fourier feature reaches the grid's Nyquist wavenumber.
+
+    The features have wavenumbers 2^k (cycles per unit of normalised coordinate); on a grid of n points per
+    period the one at n / 2 is sampled at its zeros and peaks only (its cosine is 0 at every point of a
+    periodic, cell-centred grid): the decoder learns nothing about it at the grid points and returns
+    arbitrary values between them, which zero-shot super-resolution then reads.
+    """
+    frequencies = cfg.model.decoder.get("num_frequencies", 8)
+    fastest = 2 ** (int(frequencies) - 1)
+    smallest = min(int(n) for n in grid_shape)
+    if fastest >= smallest / 2:
+        log.warning(
+            "model.decoder.num_frequencies=%s gives a Fourier feature of wavenumber %s, at or above the Nyquist "
+            "wavenumber %s of the %s-point grid axis: the decoder is untrained between the grid points, so "
+            "super-resolution and off-grid queries suffer; use num_frequencies <= %s",
+            frequencies, fastest, smallest // 2, smallest, max(1, int(math.log2(smallest)) - 1),
         )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
+from upt_lightning.errors import ConfigError
 from upt_lightning.runtime.checkpoint_io import atomic_copy, atomic_write_bytes
 from upt_lightning.modules import AutoencoderModule
 from upt_lightning.modules.compile import compile_parts
@@ -62,6 +63,31 @@ def _stage1_settings(cfg: DictConfig) -> dict:
     return settings
 
 
+def data_is_periodic(datamodule) -> bool:
+    """Whether the data's domain is periodic (``data.period`` set); with several datasets, every one of them."""
+    children = getattr(datamodule, "children", None)
+    if children is not None:
+        return all(getattr(child, "period", None) is not None for child in children.values())
+    return getattr(datamodule, "period", None) is not None
+
+
+def decoder_settings(cfg: DictConfig, datamodule) -> dict:
+    """``model.decoder`` as AnyPointDecoder's arguments; ``periodic`` follows the data unless the config sets it.
+
+    A periodic locality bias on data without a period would wrap distances that do not wrap: refused.
+    """
+    decoder = OmegaConf.to_container(cfg.model.decoder, resolve=True)
+    periodic = data_is_periodic(datamodule)
+    if decoder.get("periodic") is None:
+        decoder["periodic"] = periodic
+    elif decoder["periodic"] and not periodic:
+        raise ConfigError(
+            "model.decoder.periodic=true needs a periodic domain, but data.period is not set; give the domain's "
+            "period (e.g. data.period=1.0 for [0, 1)^d), or set model.decoder.periodic=false"
+        )
+    return decoder
+
+
 def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> AutoencoderModule:
     model = cfg.model
     encoder = {"kind": encoder_kind, **OmegaConf.to_container(model[f"{encoder_kind}_encoder"], resolve=True)}
@@ -73,7 +99,7 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         grid_shape=first["grid_shape"] if first else datamodule.grid_shape,
         datasets=datasets,
         encoder=encoder,
-        decoder=OmegaConf.to_container(model.decoder, resolve=True),
+        decoder=decoder_settings(cfg, datamodule),
         latent_tokens=model.latent_tokens,
         latent_dim=model.latent_dim,
         lambda_cycle=cfg.stage1.lambda_cycle,
