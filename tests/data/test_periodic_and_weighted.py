@@ -127,6 +127,9 @@ def test_several_datasets_refuse_frame_weights_they_would_not_use(tmp_path):
     datasets = {"a": {"path": str(tmp_path / "a.h5"), "frame_weight_power": 0.5}}
     with pytest.raises(ConfigError, match="frame_weight_power"):
         MultiDataModule(datasets)
+    with pytest.raises(ConfigError, match=r"^data\.frame_weight_power is set"):
+        MultiDataModule({"a": {"path": str(tmp_path / "a.h5")}}, frame_weight_power=0.5)
+    assert MultiDataModule({"a": {"path": str(tmp_path / "a.h5")}}, frame_weight_power=0.0).names == ["a"]
 
 
 def test_a_periodic_decoder_trains_on_periodic_data_and_refuses_data_without_a_period(tmp_path):

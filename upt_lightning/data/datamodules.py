@@ -89,7 +89,7 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         frame_weight_power: float = 0.0,
     ) -> None:
         super().__init__()
-        period = check_period(period)
+        period = check_period(period)  # save_hyperparameters below stores this checked list
         for name, value in (
             ("batch_size", batch_size),
             ("train_horizon", train_horizon),
@@ -112,7 +112,6 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         if rollout_start < 0:
             raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
         self.save_hyperparameters()
-        self.hparams["period"] = period
         # A str, not a Path, so checkpoints holding these hyperparameters load with weights_only=True.
         self.hparams["path"] = str(path)
         self.path = Path(path)
@@ -271,7 +270,7 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
             # workers live on from epoch to epoch draws as much as one started afresh by a resumed
             # run (with the global RNG state restored, see rng_state.py), whatever num_workers.
             sampler = RandomSampler(dataset)
-            if self.hparams.get("frame_weight_power", 0.0) > 0:
+            if self.hparams.frame_weight_power > 0:
                 sampler = WeightedRandomSampler(self._frame_weights(), len(dataset), replacement=True)
         else:
             # Evaluation under DDP: equal shards with marked padding, so the synced metrics count every

@@ -73,11 +73,6 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
         frame_weight_power: float = 0.0,
     ) -> None:
         super().__init__()
-        if frame_weight_power:
-            raise ConfigError(
-                f"data.frame_weight_power={frame_weight_power!r}: with several datasets the batches come from "
-                "MultiDataModule's own sampler, which draws windows uniformly; set data.frame_weight_power=0"
-            )
         if not isinstance(datasets, Mapping) or not datasets:
             raise ConfigError(
                 "data.datasets is empty: a MultiDataModule needs at least one dataset, "
@@ -106,11 +101,15 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
         self.children: dict[str, TrajectoryDataModule] = {
             name: _child(name, spec, shared) for name, spec in datasets.items()
         }
-        weighted = [name for name, child in self.children.items() if child.hparams.get("frame_weight_power", 0.0) > 0]
+        # Its own sampler draws every dataset's windows uniformly: a frame weight, here or on a dataset, would
+        # be silently ignored.
+        weighted = ["data.frame_weight_power"] if frame_weight_power else []
+        weighted += [f"data.datasets.{name}.frame_weight_power" for name, child in self.children.items()
+                     if child.hparams.frame_weight_power > 0]
         if weighted:
             raise ConfigError(
-                f"data.datasets.{weighted[0]}.frame_weight_power is set, but with several datasets the batches come "
-                "from MultiDataModule's own sampler, which draws windows uniformly; set frame_weight_power=0"
+                f"{weighted[0]} is set, but with several datasets the batches come from MultiDataModule's own "
+                "sampler, which draws windows uniformly; set it to 0"
             )
         self.save_hyperparameters(ignore=["datasets"])
         # Plain values only, so checkpoints holding these hyperparameters load with weights_only=True; with
