@@ -89,7 +89,7 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         frame_weight_power: float = 0.0,
     ) -> None:
         super().__init__()
-        period = check_period(period)  # save_hyperparameters below stores this checked list
+        period = check_period(period)
         for name, value in (
             ("batch_size", batch_size),
             ("train_horizon", train_horizon),
@@ -112,6 +112,9 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         if rollout_start < 0:
             raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
         self.save_hyperparameters()
+        # The checked list, explicitly: under LightningCLI save_hyperparameters keeps the arguments as given
+        # (a bare float), not this frame's reassigned value.
+        self.hparams["period"] = period
         # A str, not a Path, so checkpoints holding these hyperparameters load with weights_only=True.
         self.hparams["path"] = str(path)
         self.path = Path(path)
