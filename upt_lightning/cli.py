@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     from upt_lightning.data.datamodules import TrajectoryDataModule
     from upt_lightning.errors import user_error_message
     from upt_lightning.modules.base import UPTModuleBase
+    from upt_lightning.runtime.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as train.py does (its keep_freed_memory key): full-grid CPU decodes about 2x faster
     try:
         build_cli_class()(
             model_class=UPTModuleBase,

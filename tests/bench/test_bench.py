@@ -44,6 +44,7 @@ ROW_KEYS = {
                    "loader_s": POSITIVE, "loader_share": POSITIVE},
     "peak": {"workload": LABEL, "gflop": POSITIVE, "time_s": POSITIVE, "gflop_per_s": POSITIVE,
              "fraction_of_matmul": POSITIVE},
+    "allocator": {"allocator": LABEL, "time_s": POSITIVE, "page_faults": NON_NEGATIVE},
 }
 SUMMARY_KEYS = {
     "queries": ("decoder_saved_ratio_half", "step_saved_ratio_half", "step_speedup_half", "inv_enc_speedup_half",
@@ -57,8 +58,9 @@ SUMMARY_KEYS = {
                    "max_loader_share", "cache_build_s", "cached_windows"),
     "peak": ("matmul_gflop_per_s", "step_gflop_per_s", "step_fraction_of_matmul", "flop_share_GridEncoder",
              "flop_share_AnyPointDecoder", "flop_share_LatentOperator"),
+    "allocator": ("speedup",),
 }
-TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0}
+TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0, "allocator": 0}
 # rollout's second table: the FNO baseline beside UPT's latent rollout (needs neuraloperator).
 FNO_ROW_KEYS = {"grid": LABEL, "steps": POSITIVE, "upt_latent_final_s": POSITIVE, "upt_latent_all_s": POSITIVE,
                 "fno_s": POSITIVE, "fno_over_upt_latent_all": POSITIVE, "fno_over_upt_latent_final": POSITIVE}

@@ -29,6 +29,7 @@ from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.stage1 import obtain_autoencoder
 from upt_lightning.pipeline.stage2 import train_operator
 from upt_lightning.plots import conservation_curves, plot_conservation, plot_error_vs_horizon, plot_rollout_snapshots
+from upt_lightning.runtime.allocator import keep_freed_memory
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -79,6 +80,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     """
     start = time.time()
     check_config(cfg)
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     kind = model_kind(cfg)
     run_dir = run_dir_of(cfg)
     check_resume(cfg, run_dir)

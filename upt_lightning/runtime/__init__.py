@@ -6,5 +6,6 @@
 * ``faults``: fault injection for the reliability tests (kill or fail at a chosen step);
 * ``process_group``: a clean exit of a distributed process group on errors;
 * ``throughput``: training samples per second and peak accelerator memory of a fit;
-* ``console``: Lightning's console output routed through Hydra's logging, without advertisements.
+* ``console``: Lightning's console output routed through Hydra's logging, without advertisements;
+* ``allocator``: freed CPU memory kept in the process (glibc), so large tensors are not faulted in anew.
 """
