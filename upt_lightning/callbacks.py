@@ -194,3 +194,25 @@ class SyncFreeChecks(pl.Callback):
         self.checks.counts.clear()
         if hasattr(pl_module, "deferred_losses"):
             pl_module.deferred_losses = None
+
+
+class FinalValidation(pl.Callback):
+    """Validate at the end of training also when ``check_val_every_n_epoch`` would skip that epoch.
+
+    With ``check_val_every_n_epoch: k`` Lightning validates after epochs k, 2k, ...; a stage whose last epoch is
+    not among them would end without validating its final weights, the ones a cosine schedule makes the best, and
+    its best checkpoint would be an earlier one. This callback makes the last epoch (``max_epochs``) and a stop
+    requested mid-epoch (``max_time``, or any ``trainer.should_stop``) validate as well, so sparse validation only
+    drops the intermediate ones. It must run after Lightning's Timer in ``on_train_batch_end`` (which sets
+    ``should_stop``): :func:`upt_lightning.pipeline.trainers.make_trainer` appends it to the trainer's callbacks
+    after the Trainer is built, behind the Timer.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs - 1:
+            trainer.check_val_every_n_epoch = 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.should_stop:
+            trainer.check_val_every_n_epoch = 1

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.callbacks import LatentCacheCallback
+from upt_lightning.callbacks import FinalValidation, LatentCacheCallback
 from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.runtime.faults import fault_hooks
 from upt_lightning.pipeline.multi_data import is_multi_data
@@ -39,7 +39,7 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
     if is_multi_data(cfg) and (stage == "stage1" or not cfg.get("freeze_autoencoder", True)):
         trainer_kwargs["strategy"] = with_unused_parameters(trainer_kwargs.get("strategy", "auto"))
     fault_callbacks, midway = fault_hooks(stage)
-    return pl.Trainer(
+    trainer = pl.Trainer(
         **trainer_kwargs,
         max_epochs=cfg[stage].max_epochs,
         default_root_dir=str(out_dir),
@@ -48,6 +48,10 @@ def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.
                    *fault_callbacks],
         plugins=[AtomicCheckpointIO(midway=midway)],
     )
+    if (trainer.check_val_every_n_epoch or 1) > 1:
+        # Behind Lightning's Timer (added in the Trainer's constructor), so it sees the stop the Timer requests.
+        trainer.callbacks.append(FinalValidation())
+    return trainer
 
 
 # DDP strategies whose variant lets parameters go without a gradient in a step.
@@ -69,7 +73,8 @@ def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     checkpoints = str(out_dir / "checkpoints")
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=checkpoints, filename="autoencoder", monitor="val/nrmse", mode="min", save_top_k=1),
-        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1),
+        # every epoch, also those that do not validate (check_val_every_n_epoch > 1): what resume=auto continues from
+        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, save_on_train_epoch_end=True),
     ]
     if cfg.callbacks.get("progress") is not None:
         callbacks.append(RichProgressBar())
