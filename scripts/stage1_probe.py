@@ -83,6 +83,9 @@ def main() -> None:
     p.add_argument("--ns-steps", type=int, default=5, help="Muon's Newton-Schulz iterations")
     p.add_argument("--frame-power", type=float, default=0.0,
                    help="draw frame t of a trajectory with weight (t + 1)^-power (0: uniformly)")
+    p.add_argument("--loss", default="mse", choices=["mse", "relative", "relative-sqrt"],
+                   help="mse of the normalised fields; relative: each sample's and channel's squared error over its "
+                        "mean square (physical units, what nRMSE divides by); relative-sqrt: over its RMS")
     p.add_argument("--band", type=float, default=8.0, help="|k| of the low-passed column (2D grids)")
     p.add_argument("--out", default=None, help="append the result as a JSON line to this file")
     a = p.parse_args()
@@ -161,8 +164,14 @@ def main() -> None:
             x = (train[torch.randint(0, len(train), (a.bs,))] - mean) / std
         c = coords.expand(a.bs, -1, -1)
         pick = torch.rand(a.bs, x.shape[1]).argsort(1)[:, :a.q, None]
-        loss = ((join(dec(torch.gather(c, 1, pick.expand(-1, -1, len(grid))), enc(split(x), c)))
-                 - torch.gather(x, 1, pick.expand(-1, -1, channels))) ** 2).mean()
+        squared = (join(dec(torch.gather(c, 1, pick.expand(-1, -1, len(grid))), enc(split(x), c)))
+                   - torch.gather(x, 1, pick.expand(-1, -1, channels))) ** 2
+        if a.loss == "mse":
+            loss = squared.mean()
+        else:
+            scale = ((x * std + mean) ** 2).mean(1)  # (B, C): each sample's mean square over the whole field
+            scale = scale if a.loss == "relative" else scale.sqrt()
+            loss = ((squared * std ** 2).mean(1) / scale).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
