@@ -21,7 +21,9 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same (and fastest) thread count in 
 def command(tmp_path, name):
     return [*tiny_overrides("burgers_upt", tmp_path / "data"), f"hydra.run.dir={tmp_path / name}",
             f"cache_dir={tmp_path / ('cache_' + name)}", "evaluate.test=false", "callbacks.progress=null",
-            "stage1.max_epochs=2", "stage2.max_epochs=3", "loss.inverse_loss_warmup_epochs=1"]
+            "stage1.max_epochs=2", "stage2.max_epochs=3", "loss.inverse_loss_warmup_epochs=1",
+            # validate (and so write best-*.ckpt) every epoch: step 3 falls back to that checkpoint
+            "stage1.trainer.check_val_every_n_epoch=1", "stage2.trainer.check_val_every_n_epoch=1"]
 
 
 def curriculum(log: str) -> dict[int, str]:
