@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from helpers.entry import REPO, compose_train, run_train, tiny_overrides
 from upt_lightning.errors import ConfigError
@@ -50,7 +51,12 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     assert "GPU available" in done.stdout and "GPU available" in (run_dir / "train.log").read_text()
     assert "GPU available" not in done.stderr and "Tip:" not in done.stdout + done.stderr
     phases = results["phase_times_s"]
-    assert set(phases) == {"data_and_checks", "stage1", "stage2", "validate", "test", "plots"}
+    assert set(phases) == {"data_and_checks", "stage1", "stage2", "anchor", "validate", "test", "plots"}
+    # Anchored decoding was fitted on the validation windows (3 steps of the tiny rollout) and went into the
+    # best checkpoint, which the evaluation loads.
+    anchor = results["anchor"]
+    assert len(anchor["weights"]) == 3 and all(0 <= w <= 1 for w in anchor["weights"])
+    assert torch.load(results["operator_ckpt"], weights_only=True)["anchor_weights"] == anchor["weights"]
     for stage in ("stage1", "stage2"):  # 3 batches of 4 windows per stage, on the CPU (no accelerator memory)
         throughput = results["throughput"][stage]
         assert throughput["samples"] == 12 and throughput["max_memory_allocated_mb"] is None

@@ -55,6 +55,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
             For a multi-dataset model (stage 1 trained with ``datasets``): ``{dataset: {name: {kind, fields}}}``.
 
+    ``anchor_weights`` (w_1..w_K, saved in checkpoints): predictions at the input's own points add w_k times
+    the input's reconstruction error k steps ahead (modules/anchor.py; ``calibrate_anchor`` fits them on
+    validation windows after training). Empty, as after ``__init__``: no correction.
+
     A stage-1 model over several datasets (``datasets`` in its architecture) makes a multi-dataset operator:
     the operator is conditioned on the batch's dataset, and val/test report every metric per dataset
     (``test/<dataset>/nrmse``) and the mean over datasets (``test/nrmse``).
@@ -150,12 +154,24 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 module.requires_grad_(False)
                 module.eval()
         self.operator_loss = operator_loss
+        # w_1..w_K of anchored decoding (modules/anchor.py), fitted by calibrate_anchor after training; empty: off.
+        self.anchor_weights: list[float] = []
         self.init_forecast_evaluation(channel_names(self.field_spec), conservation)  # sets self.conserved
         states = getattr(self, "_forecast_states", None)  # one per dataset of a multi-dataset model
         undeclared = [n for n, state in states.items() if not state["conserved"]] if states else []
         if lambda_conservation > 0 and (undeclared or not self.conserved):
             raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
                              "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")
+
+    # ------------------------------------------------------- anchored decoding
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["anchor_weights"] = [float(w) for w in self.anchor_weights]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weights = checkpoint.get("anchor_weights", [])  # absent in checkpoints of earlier versions: no anchoring
+        if not isinstance(weights, (list, tuple)) or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights):
+            raise ValueError(f"the checkpoint's anchor_weights must be a list of numbers in [0, 1], got {weights!r}")
+        self.anchor_weights = [float(w) for w in weights]
 
     @property
     def inverse_weights(self) -> dict[str, float]:

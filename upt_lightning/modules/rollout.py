@@ -2,7 +2,7 @@
 decoded at any points, at the steps asked for.
 
 A mixin of :class:`OperatorModule`, which provides ``encode``, ``decode``, ``step``, ``normalizer``,
-``encoder_meta`` and ``hparams.rollout_eval_mode``. Validation, test, the pipeline's plots and
+``encoder_meta``, ``anchor_weights`` and ``hparams.rollout_eval_mode``. Validation, test, the pipeline's plots and
 ``bench rollout`` all predict through :meth:`LatentRolloutMixin.rollout` or the normalised core below it.
 """
 
@@ -12,6 +12,8 @@ import operator
 from collections.abc import Sequence
 
 import torch
+
+from upt_lightning.modules.anchor import anchored
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -48,13 +50,21 @@ class LatentRolloutMixin:
 
     # ------------------------------------------------------------- evaluation
     def predict_next_normalised(self, b) -> torch.Tensor:
-        """Encode, one operator step, decode at the batch's points: normalised (B, N, C)."""
-        return self.decode(self.step(self.encode(b.fields, b.coords, b.meta), b.dt), b.coords)
+        """Encode, one operator step, decode at the batch's points (anchored, modules/anchor.py): normalised (B, N, C)."""
+        latent = self.encode(b.fields, b.coords, b.meta)
+        input_error = self._input_error(b.fields, b.coords, latent)
+        return anchored(self.decode(self.step(latent, b.dt), b.coords), self.anchor_weights, 1, input_error)
 
     def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
         """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
         return self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
                                         self.hparams.rollout_eval_mode)
+
+    def _input_error(self, fields: torch.Tensor, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor | None:
+        """The input's reconstruction error in normalised units (B, N, C), or None when no anchor weight is set."""
+        if not any(self.anchor_weights):
+            return None
+        return fields - self.decode(latent, coords)
 
     # -------------------------------------------------------------- inference
     def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):
@@ -62,18 +72,21 @@ class LatentRolloutMixin:
 
         Steps past the last one asked for are not taken. In physical mode each step's prediction is
         decoded at ``coords`` once and re-encoded; a step asked for at those same points reuses that decode.
+        Latent-mode predictions at ``coords`` itself are anchored (modules/anchor.py).
         """
         wanted = check_decode_steps(decode_steps, steps)
         last = max(wanted)
         latent = self.encode(fields, coords, meta)
         decoded: dict[int, torch.Tensor] = {}
         same_points = query_points is coords
+        input_error = self._input_error(fields, coords, latent) if same_points and mode == "latent" else None
         for k in range(1, last + 1):
             latent = self.step(latent, dt)
             reencode = mode == "physical" and k < last
             on_grid = self.decode(latent, coords) if reencode else None
             if k in wanted:
                 decoded[k] = on_grid if same_points and on_grid is not None else self.decode(latent, query_points)
+                decoded[k] = anchored(decoded[k], self.anchor_weights, k, input_error)
             if reencode:
                 latent = self.encode(on_grid, coords, meta)
         return torch.stack([decoded[k] for k in wanted], dim=1)

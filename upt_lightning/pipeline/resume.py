@@ -31,7 +31,7 @@ MODES = ("auto", "never")
 TRAINING_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "state_dict")
 # Config entries that may change between an interrupted run and its continuation.
 FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "data.conservation", "callbacks.progress",
-             "callbacks.sync_free_checks", "model.compile")
+             "callbacks.sync_free_checks", "model.compile", "stage2.anchor")
 UNREADABLE_SUFFIX = ".unreadable"
 FNO_SIZE_KEYS = ("n_modes", "hidden_channels", "n_layers", "fno_kwargs")
 
