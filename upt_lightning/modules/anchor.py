@@ -12,6 +12,9 @@ of the squared nRMSE (:func:`calibrate_anchor`): the fraction of e_0 that is sti
 Points other than the input's (super-resolution, arbitrary queries) get no correction, since e_0 is known
 only where u_0 is; nor do physical-mode rollouts, which re-encode their own predictions. Weights of 0 (no
 calibration) leave every prediction as it was.
+
+The correction passes the input field around the latent (the decoder no longer sees only latent tokens),
+so the pipeline applies it only when asked (``stage2.anchor=true``).
 """
 
 from __future__ import annotations

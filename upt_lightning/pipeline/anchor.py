@@ -18,8 +18,8 @@ log = logging.getLogger("upt_lightning.pipeline")
 
 
 def anchor_enabled(cfg: DictConfig, model) -> bool:
-    """``stage2.anchor`` (default true) for a single-dataset OperatorModule."""
-    return bool(cfg.stage2.get("anchor", True)) and isinstance(model, OperatorModule) and model.dataset_specs is None
+    """``stage2.anchor`` (default false) for a single-dataset OperatorModule."""
+    return bool(cfg.stage2.get("anchor", False)) and isinstance(model, OperatorModule) and model.dataset_specs is None
 
 
 def fit_anchor(trainer: pl.Trainer, model: OperatorModule, datamodule, best: Path | None) -> dict:

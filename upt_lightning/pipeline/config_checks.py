@@ -167,7 +167,7 @@ def check_config(cfg: DictConfig) -> None:
     latent_cache = cfg.stage2.get("latent_cache", False)
     if not isinstance(latent_cache, bool):
         raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")
-    anchor = cfg.stage2.get("anchor", True)
+    anchor = cfg.stage2.get("anchor", False)
     if not isinstance(anchor, bool):
         raise ConfigError(f"stage2.anchor={anchor!r} must be true or false (anchored decoding, modules/anchor.py)")
     if latent_cache and not cfg.freeze_autoencoder:
