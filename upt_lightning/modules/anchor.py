@@ -99,6 +99,9 @@ def calibrate_anchor(model, loaders: Iterable, max_steps: int | None = None) -> 
     """
     from upt_lightning.modules.evaluation import without_padding
 
+    if getattr(model, "dataset_specs", None) is not None:
+        raise ValueError("anchored decoding fits one set of weights for one dataset; this model serves "
+                         f"{len(model.dataset_specs)} datasets: calibrate a single-dataset model")
     was_training = model.training
     model.eval()
     fit = AnchorFit()
