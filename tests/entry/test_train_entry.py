@@ -32,6 +32,17 @@ def test_every_experiment_composes_and_runs_fast_dev_run(experiment, tmp_path):
     assert results["anchor"] is None and "anchor" not in results["phase_times_s"]  # opt-in (stage2.anchor)
 
 
+def test_latent_refinement_runs_through_the_latent_cache_validation_and_test(tmp_path):
+    cfg = compose_train([*tiny_overrides("burgers_upt", tmp_path / "data"), "+trainer.fast_dev_run=true",
+                         "evaluate.plots=false", "evaluate.superres=false", f"+run_dir={tmp_path / 'run'}",
+                         "stage2.latent_refinement={steps: 2, points: 16}"])
+    assert cfg.stage2.latent_cache  # the refined latents are cached, then evaluation refines under inference mode
+    results = run_experiment(cfg)
+    assert results["metrics"]["test/nrmse"] > 0 and results["metrics"]["test/rollout_nrmse_h3"] > 0
+    hparams = torch.load(results["operator_ckpt"], weights_only=True)["hyper_parameters"]
+    assert hparams["latent_refinement"] == {"steps": 2, "lr": 2e-3, "points": 16}
+
+
 @pytest.mark.slow
 def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"

@@ -30,9 +30,17 @@ from upt_lightning.data.datasets import TrajectoryWindows
 SETTING_TYPES = (bool, int, float, str, tuple)
 
 
+def _hash_state(digest, sub: torch.nn.Module) -> None:
+    for name, tensor in sorted(sub.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def encoder_fingerprint(module: torch.nn.Module) -> str:
     """SHA-256 of what the latents depend on: ``module.encoder``'s weights, buffers and scalar
-    settings (e.g. radius, supernodes) and ``module.normalizer``'s statistics."""
+    settings (e.g. radius, supernodes) and ``module.normalizer``'s statistics; with latent refinement
+    (modules/refine.py) also its settings and the decoder's weights, which the refinement reads."""
     digest = hashlib.sha256()
     for part in ("encoder", "normalizer"):
         sub = getattr(module, part, None)
@@ -44,10 +52,11 @@ def encoder_fingerprint(module: torch.nn.Module) -> str:
         settings = {k: v for k, v in vars(sub).items()
                     if isinstance(v, SETTING_TYPES) and k != "training" and not k.startswith("_")}
         digest.update(f"{part}:{type(sub).__name__}:{json.dumps(settings, sort_keys=True, default=str)}".encode())
-        for name, tensor in sorted(sub.state_dict().items()):
-            value = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        _hash_state(digest, sub)
+    refinement = getattr(module, "hparams", {}).get("latent_refinement")
+    if refinement:
+        digest.update(f"refinement:{json.dumps(dict(refinement), sort_keys=True)}".encode())
+        _hash_state(digest, module.decoder)
     return digest.hexdigest()
 
 

@@ -14,6 +14,7 @@ from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
+from upt_lightning.modules.refine import check_refinement, refine_latents
 from upt_lightning.modules.rollout import ROLLOUT_MODES, LatentRolloutMixin
 
 # Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
@@ -54,6 +55,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
             For a multi-dataset model (stage 1 trained with ``datasets``): ``{dataset: {name: {kind, fields}}}``.
+
+    ``latent_refinement`` ({steps, lr, points} or None): every encode (training, latent cache, evaluation)
+    refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that many
+    random points (modules/refine.py); needs ``freeze_autoencoder``.
 
     ``anchor_weights`` (w_1..w_K, saved in checkpoints): predictions at the input's own points add w_k times
     the input's reconstruction error k steps ahead (modules/anchor.py; ``calibrate_anchor`` fits them on
@@ -100,6 +105,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         betas: Sequence[float] = (0.9, 0.999),
         conservation: Mapping[str, Any] | None = None,
         muon_lr_ratio: float = 1.0,
+        latent_refinement: Mapping[str, Any] | None = None,
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -122,6 +128,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             raise ValueError(f"stage2.input_noise must be >= 0 (a std relative to the latent's), got {input_noise}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
+        latent_refinement = check_refinement(latent_refinement)
+        if latent_refinement is not None and not freeze_autoencoder:
+            raise ValueError("stage2.latent_refinement refines latents against the frozen decoder: it needs "
+                             "freeze_autoencoder=true (or set stage2.latent_refinement=null)")
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
         operator_loss = OperatorLoss(
             dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
@@ -149,6 +159,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         self.hparams["autoencoder_ckpt"] = None
         self.hparams["autoencoder"] = arch
         self.hparams["autoencoder_source"] = autoencoder_source
+        self.hparams["latent_refinement"] = latent_refinement  # with the defaults filled in
         if freeze_autoencoder:
             for module in (self.encoder, self.decoder):
                 module.requires_grad_(False)
@@ -188,6 +199,17 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         return self
 
     # ------------------------------------------------------------ model steps
+    def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
+        """Normalised fields (B, N, C) at coords (B, N, d) -> latent (B, T, D), refined when
+        ``latent_refinement`` is set (modules/refine.py): in training, the latent cache and evaluation alike.
+        The inverse decoding loss re-encodes with the encoder alone."""
+        latent = super().encode(fields, coords, meta)
+        refinement = self.hparams.get("latent_refinement")
+        if refinement:
+            latent = refine_latents(self.decode, latent, fields, coords, mask=(meta or {}).get("mask"),
+                                    seed=int(self.hparams.get("seed", 0)), **refinement)
+        return latent
+
     def step(self, latent: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D); a multi-dataset
         operator is conditioned on the active dataset."""
