@@ -19,12 +19,10 @@ so the pipeline applies it only when asked (``stage2.anchor=true``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 
 import torch
-
-log = logging.getLogger("upt_lightning.modules")
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 
 class AnchorFit:
@@ -84,12 +82,8 @@ def anchored(decoded: torch.Tensor, weights: Sequence[float], step: int, input_e
     return decoded + weights[step - 1] * input_error
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 @torch.no_grad()
-def calibrate_anchor(model, loaders: Iterable, max_steps: int | None = None) -> dict:
+def calibrate_anchor(model, loaders: Iterable) -> dict:
     """Fit ``model.anchor_weights`` on the windows of ``loaders`` (a stage's val loaders: one-step and rollout).
 
     Every window contributes to each step it has a target for; the one-step loader's windows start at every
@@ -111,12 +105,11 @@ def calibrate_anchor(model, loaders: Iterable, max_steps: int | None = None) -> 
             batch = without_padding(batch)
             if batch is None:
                 continue
-            b = model.prepare_batch(_to(batch, device))
+            b = model.prepare_batch(move_data_to_device(batch, device))
             denormalize = model.normalizer.denormalize_fields
             latent = model.encode(b.fields, b.coords, b.meta)
             input_error = b.raw_fields - denormalize(model.decode(latent, b.coords))
-            steps = b.targets.shape[1] if max_steps is None else min(max_steps, b.targets.shape[1])
-            for k in range(1, steps + 1):
+            for k in range(1, b.targets.shape[1] + 1):
                 latent = model.step(latent, b.dt)
                 error = denormalize(model.decode(latent, b.coords)) - b.raw_targets[:, k - 1]
                 fit.update(k, error, input_error, b.raw_targets[:, k - 1], b.mask)

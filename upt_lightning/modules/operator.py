@@ -128,10 +128,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             raise ValueError(f"stage2.input_noise must be >= 0 (a std relative to the latent's), got {input_noise}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
-        latent_refinement = check_refinement(latent_refinement)
-        if latent_refinement is not None and not freeze_autoencoder:
-            raise ValueError("stage2.latent_refinement refines latents against the frozen decoder: it needs "
-                             "freeze_autoencoder=true (or set stage2.latent_refinement=null)")
+        latent_refinement = check_refinement(latent_refinement, freeze_autoencoder)
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
         operator_loss = OperatorLoss(
             dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,

@@ -21,10 +21,15 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def check_refinement(settings: Mapping | None) -> dict | None:
-    """``{"steps": int >= 1, "lr": float > 0, "points": int >= 1}`` or None; raises ValueError naming the key."""
+def check_refinement(settings: Mapping | None, freeze_autoencoder: bool = True) -> dict | None:
+    """``{"steps": int >= 1, "lr": float > 0, "points": int >= 1}`` (defaults filled in) or None; raises
+    ValueError naming the key, or when the encoder and decoder are not frozen (the refinement reads a fixed
+    decoder, and a latent cache of refined latents would go stale)."""
     if settings is None:
         return None
+    if not freeze_autoencoder:
+        raise ValueError("stage2.latent_refinement refines latents against the frozen decoder: it needs "
+                         "freeze_autoencoder=true (or set stage2.latent_refinement=null)")
     if not isinstance(settings, Mapping):
         raise ValueError(f"stage2.latent_refinement must be null or a mapping {{steps, lr, points}}, got {settings!r}")
     unknown = set(settings) - {"steps", "lr", "points"}

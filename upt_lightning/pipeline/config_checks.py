@@ -17,6 +17,7 @@ from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.modules.refine import check_refinement
 from upt_lightning.pipeline.model_kind import model_kind
 from upt_lightning.pipeline.optim_settings import optim_settings
+from upt_lightning.pipeline.stage2 import latent_refinement_of
 from upt_lightning.pipeline.time_budget import check_time_limits
 from upt_lightning.query_sampling import STRATEGIES
 
@@ -168,15 +169,10 @@ def check_config(cfg: DictConfig) -> None:
     latent_cache = cfg.stage2.get("latent_cache", False)
     if not isinstance(latent_cache, bool):
         raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")
-    refinement = cfg.stage2.get("latent_refinement")
     try:
-        check_refinement(OmegaConf.to_container(refinement, resolve=True) if OmegaConf.is_config(refinement)
-                         else refinement)
+        check_refinement(latent_refinement_of(cfg), cfg.freeze_autoencoder)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if refinement is not None and not cfg.freeze_autoencoder:
-        raise ConfigError("stage2.latent_refinement needs freeze_autoencoder=true (it refines against the frozen "
-                          "decoder); set stage2.latent_refinement=null or freeze_autoencoder=true")
     anchor = cfg.stage2.get("anchor", False)
     if not isinstance(anchor, bool):
         raise ConfigError(f"stage2.anchor={anchor!r} must be true or false (anchored decoding, modules/anchor.py)")
