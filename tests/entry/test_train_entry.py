@@ -40,7 +40,7 @@ def test_latent_refinement_runs_through_the_latent_cache_validation_and_test(tmp
     results = run_experiment(cfg)
     assert results["metrics"]["test/nrmse"] > 0 and results["metrics"]["test/rollout_nrmse_h3"] > 0
     hparams = torch.load(results["operator_ckpt"], weights_only=True)["hyper_parameters"]
-    assert hparams["latent_refinement"] == {"steps": 2, "lr": 2e-3, "points": 16}
+    assert hparams["latent_refinement"] == {"steps": 2, "lr": 2e-3, "points": 16, "rate": "fixed"}
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.builders import build_operator
 from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
-from upt_lightning.modules.refine import check_refinement, refine_latents
+from upt_lightning.modules.refine import check_inference_refinement, check_refinement, refine_latents
 from upt_lightning.modules.rollout import ROLLOUT_MODES, LatentRolloutMixin
 
 # Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
@@ -59,6 +59,10 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
     ``latent_refinement`` ({steps, lr, points} or None): every encode (training, latent cache, evaluation)
     refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that many
     random points (modules/refine.py); needs ``freeze_autoencoder``.
+
+    ``inference_refinement`` ({steps, lr, points, rate, carry} or None): predictions (validation, test,
+    ``rollout``) refine the latent of the frame they start from and decode the k-th step's latent plus
+    carry^k times that correction (latent-mode rollouts; modules/refine.py). Training is unchanged.
 
     ``anchor_weights`` (w_1..w_K, saved in checkpoints): predictions at the input's own points add w_k times
     the input's reconstruction error k steps ahead (modules/anchor.py; ``calibrate_anchor`` fits them on
@@ -106,6 +110,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         conservation: Mapping[str, Any] | None = None,
         muon_lr_ratio: float = 1.0,
         latent_refinement: Mapping[str, Any] | None = None,
+        inference_refinement: Mapping[str, Any] | None = None,
     ):
         state = None
         if autoencoder_ckpt is not None:
@@ -129,6 +134,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
         latent_refinement = check_refinement(latent_refinement, freeze_autoencoder)
+        inference_refinement = check_inference_refinement(inference_refinement)
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
         operator_loss = OperatorLoss(
             dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
@@ -157,6 +163,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         self.hparams["autoencoder"] = arch
         self.hparams["autoencoder_source"] = autoencoder_source
         self.hparams["latent_refinement"] = latent_refinement  # with the defaults filled in
+        self.hparams["inference_refinement"] = inference_refinement
         if freeze_autoencoder:
             for module in (self.encoder, self.decoder):
                 module.requires_grad_(False)

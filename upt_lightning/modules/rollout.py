@@ -2,8 +2,9 @@
 decoded at any points, at the steps asked for.
 
 A mixin of :class:`OperatorModule`, which provides ``encode``, ``decode``, ``step``, ``normalizer``,
-``encoder_meta``, ``anchor_weights`` and ``hparams.rollout_eval_mode``. Validation, test, the pipeline's plots and
-``bench rollout`` all predict through :meth:`LatentRolloutMixin.rollout` or the normalised core below it.
+``encoder_meta``, ``anchor_weights``, ``hparams.rollout_eval_mode`` and ``hparams.inference_refinement``.
+Validation, test, the pipeline's plots and ``bench rollout`` all predict through
+:meth:`LatentRolloutMixin.rollout` or the normalised core below it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from upt_lightning.modules.anchor import anchored
+from upt_lightning.modules.refine import refine_latents
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -45,20 +47,43 @@ def check_decode_steps(decode_steps: Sequence[int] | None, steps: int) -> list[i
     return wanted
 
 
+def carried(latent: torch.Tensor, correction: torch.Tensor | None, k: int, carry: float) -> torch.Tensor:
+    """The latent decoded k steps ahead: ``latent + carry**k * correction`` (B, T, D); ``latent`` without one."""
+    return latent if correction is None else latent + carry**k * correction
+
+
 class LatentRolloutMixin:
     """Rollouts of an operator module; see the module docstring for what the host class provides."""
 
     # ------------------------------------------------------------- evaluation
     def predict_next_normalised(self, b) -> torch.Tensor:
-        """Encode, one operator step, decode at the batch's points (anchored, modules/anchor.py): normalised (B, N, C)."""
-        latent = self.encode(b.fields, b.coords, b.meta)
-        input_error = self._input_error(b.fields, b.coords, latent)
-        return anchored(self.decode(self.step(latent, b.dt), b.coords), self.anchor_weights, 1, input_error)
+        """Encode, one operator step, decode at the batch's points (with the carried correction of inference
+        refinement and anchored, modules/refine.py and modules/anchor.py): normalised (B, N, C)."""
+        latent, correction = self._start(b.fields, b.coords, b.meta)
+        input_error = self._input_error(b.fields, b.coords, carried(latent, correction, 0, 1.0))
+        predicted = carried(self.step(latent, b.dt), correction, 1, self._carry())
+        return anchored(self.decode(predicted, b.coords), self.anchor_weights, 1, input_error)
 
     def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
         """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
         return self._rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
                                         self.hparams.rollout_eval_mode)
+
+    def _carry(self) -> float:
+        settings = self.hparams.get("inference_refinement")
+        return float(settings["carry"]) if settings else 0.0
+
+    def _start(self, fields: torch.Tensor, coords: torch.Tensor, meta) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latent a prediction steps from (B, T, D), and the correction (B, T, D) that inference refinement
+        adds to it when decoding (None when ``hparams.inference_refinement`` is unset)."""
+        latent = self.encode(fields, coords, meta)
+        settings = self.hparams.get("inference_refinement")
+        if not settings:
+            return latent, None
+        refined = refine_latents(self.decode, latent, fields, coords, mask=(meta or {}).get("mask"),
+                                 seed=int(self.hparams.get("seed", 0)), steps=settings["steps"], lr=settings["lr"],
+                                 points=settings["points"], rate=settings["rate"])
+        return latent, refined - latent
 
     def _input_error(self, fields: torch.Tensor, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor | None:
         """The input's reconstruction error in normalised units (B, N, C), or None when no anchor weight is set."""
@@ -72,20 +97,27 @@ class LatentRolloutMixin:
 
         Steps past the last one asked for are not taken. In physical mode each step's prediction is
         decoded at ``coords`` once and re-encoded; a step asked for at those same points reuses that decode.
-        Latent-mode predictions at ``coords`` itself are anchored (modules/anchor.py).
+        Latent-mode predictions carry inference refinement's correction (modules/refine.py), and those at
+        ``coords`` itself are anchored (modules/anchor.py).
         """
         wanted = check_decode_steps(decode_steps, steps)
         last = max(wanted)
-        latent = self.encode(fields, coords, meta)
+        if mode == "latent":
+            latent, correction = self._start(fields, coords, meta)
+        else:  # re-encoded every step: nothing to carry
+            latent, correction = self.encode(fields, coords, meta), None
+        carry = self._carry()
         decoded: dict[int, torch.Tensor] = {}
         same_points = query_points is coords
-        input_error = self._input_error(fields, coords, latent) if same_points and mode == "latent" else None
+        input_error = (self._input_error(fields, coords, carried(latent, correction, 0, carry))
+                       if same_points and mode == "latent" else None)
         for k in range(1, last + 1):
             latent = self.step(latent, dt)
             reencode = mode == "physical" and k < last
             on_grid = self.decode(latent, coords) if reencode else None
             if k in wanted:
-                decoded[k] = on_grid if same_points and on_grid is not None else self.decode(latent, query_points)
+                decoded[k] = (on_grid if same_points and on_grid is not None
+                              else self.decode(carried(latent, correction, k, carry), query_points))
                 decoded[k] = anchored(decoded[k], self.anchor_weights, k, input_error)
             if reencode:
                 latent = self.encode(on_grid, coords, meta)

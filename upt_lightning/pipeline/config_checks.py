@@ -14,7 +14,7 @@ from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.compile import compile_settings
 from upt_lightning.modules.nonfinite import NAN_POLICIES
 from upt_lightning.modules.optim import check_optim_settings
-from upt_lightning.modules.refine import check_refinement
+from upt_lightning.modules.refine import check_inference_refinement, check_refinement
 from upt_lightning.pipeline.model_kind import model_kind
 from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.stage2 import latent_refinement_of
@@ -171,6 +171,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")
     try:
         check_refinement(latent_refinement_of(cfg), cfg.freeze_autoencoder)
+        check_inference_refinement(latent_refinement_of(cfg, "inference_refinement"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     anchor = cfg.stage2.get("anchor", False)
