@@ -50,15 +50,15 @@ def test_chunked_equals_unchunked():
 
 @pytest.mark.parametrize("learned_locality", [False, True])
 def test_points_shared_by_the_batch_decode_as_each_sample_alone(learned_locality):
-    """Equal points in every sample take the shared path (features and locality bias computed once): the
-    values and the gradients equal those of decoding each sample on its own."""
+    """Equal points in every sample take the shared path (features and locality bias computed once) when asked
+    to look for them: the values and the gradients equal those of decoding each sample on its own."""
     decoder = build(periodic=True, learned_locality=learned_locality)
     if learned_locality:
         with torch.no_grad():
             decoder.locality_log_scale.copy_(torch.tensor([0.5, -0.3]))
     grid = torch.rand(1, 40, 2)
     latent = torch.randn(3, 5, 6, requires_grad=True)
-    shared = decoder(grid.expand(3, -1, -1).clone(), latent)
+    shared = decoder(grid.expand(3, -1, -1).clone(), latent, share_points=True)
     alone = [decoder(grid, latent[i:i + 1]) for i in range(3)]
     for name in SPEC:
         torch.testing.assert_close(shared[name], torch.cat([a[name] for a in alone]), rtol=0, atol=1e-6)
@@ -66,7 +66,7 @@ def test_points_shared_by_the_batch_decode_as_each_sample_alone(learned_locality
     (g_alone,) = torch.autograd.grad(sum(v.square().sum() for a in alone for v in a.values()), latent)
     torch.testing.assert_close(g_shared, g_alone, rtol=1e-5, atol=1e-6)
     params = [p for p in decoder.parameters() if p.requires_grad]
-    decoded = decoder(grid.expand(3, -1, -1), latent.detach())
+    decoded = decoder(grid.expand(3, -1, -1), latent.detach(), share_points=True)
     grads_shared = torch.autograd.grad(sum(v.square().sum() for v in decoded.values()), params)
     grads_alone = torch.autograd.grad(sum(v.square().sum() for i in range(3)
                                           for v in decoder(grid, latent.detach()[i:i + 1]).values()), params)

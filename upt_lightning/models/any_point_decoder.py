@@ -77,9 +77,9 @@ class AnyPointDecoder(nn.Module):
         # nearest tokens or widen to read far ones, instead of all sharing the anchors' fixed width.
         self.locality_log_scale = nn.Parameter(torch.zeros(num_heads)) if learned_locality else None
 
-    def _decode(self, points: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _decode(self, points: torch.Tensor, context: torch.Tensor, share_points: bool = False) -> torch.Tensor:
         """``(B, Q, coord_dim)`` and projected latent ``(B, T, dim)`` -> features ``(B, Q, dim)``."""
-        if points.shape[0] > 1 and torch.equal(points[1:], points[:1].expand(points.shape[0] - 1, -1, -1)):
+        if share_points and points.shape[0] > 1 and torch.equal(points[1:], points[:1].expand_as(points[1:])):
             # Every sample asks for the same points (a whole grid in evaluation): the query features and the
             # locality bias depend only on the points, so they are computed once and broadcast over the batch
             # (the same values; about a third of a no-grad grid decode).
@@ -96,18 +96,21 @@ class AnyPointDecoder(nn.Module):
         return self.norm(x)
 
     def forward(
-        self, points: torch.Tensor, latent: torch.Tensor, chunk_size: int | None = None
+        self, points: torch.Tensor, latent: torch.Tensor, chunk_size: int | None = None, share_points: bool = False
     ) -> dict[str, torch.Tensor]:
+        """``share_points``: look for points every sample shares and decode them on the shared path (the same
+        values, less work). The look compares the points, which reads a value back from an accelerator, so it
+        is off by default and the modules ask for it outside training steps only."""
         check_points_tensor("points", points, self.coord_dim)
         check_points_tensor("latent", latent, self.latent_dim, batch=points.shape[0])
         check_finite("points", points)
         chunk = self.chunk_size if chunk_size is None else check_positive_int("chunk_size", chunk_size)
         context = self.latent_proj(latent)
         if chunk is None or points.shape[1] <= chunk:
-            features = self._decode(points, context)
+            features = self._decode(points, context, share_points)
         else:
             # Heads run per chunk so only (B, chunk, dim) features exist at a time.
-            parts = [self._heads(self._decode(part, context)) for part in points.split(chunk, dim=1)]
+            parts = [self._heads(self._decode(part, context, share_points)) for part in points.split(chunk, dim=1)]
             return {name: torch.cat([part[name] for part in parts], dim=1) for name in self.field_channels}
         return self._heads(features)
 

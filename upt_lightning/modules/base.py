@@ -255,8 +255,10 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         return self.encoder(split_fields(fields, self.field_spec), coords, dict(meta or {}))
 
     def decode(self, latent: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Latent (B, T, D) at points (B, Q, d) -> normalised fields (B, Q, C)."""
-        return cat_fields(self.decoder(points, latent), self.field_spec)
+        """Latent (B, T, D) at points (B, Q, d) -> normalised fields (B, Q, C). Outside training (validation,
+        test, rollouts of a module in eval mode) points shared by every sample are decoded on the decoder's
+        shared path; a training step never compares points, so it reads nothing back from the device."""
+        return cat_fields(self.decoder(points, latent, share_points=not self.training), self.field_spec)
 
     def query_generator(self, stream: int = 0) -> torch.Generator:
         """A fresh generator seeded by (seed, global rank, training batch index across epochs).
