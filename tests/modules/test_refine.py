@@ -63,7 +63,9 @@ def test_the_residual_rate_scales_each_samples_step_with_its_error(stage1):
         assert (model.decode(residual, b.coords) - fields)[0].pow(2).mean() < 1.01 * before
 
 
-def test_masked_points_weigh_nothing(stage1):
+@pytest.mark.parametrize("settings", [SETTINGS, RESIDUAL], ids=["fixed", "residual"])
+def test_masked_points_weigh_nothing(stage1, settings):
+    """Padding enters neither the gradient nor, with the residual rate, the step size."""
     model, b = stage1
     mask = torch.ones(b.fields.shape[:2], dtype=torch.bool)
     mask[:, -16:] = False
@@ -73,9 +75,10 @@ def test_masked_points_weigh_nothing(stage1):
     other[:, -16:] = -7.0
     with torch.no_grad():
         plain = model.encode(b.fields, b.coords, b.meta)
-    one = refine_latents(model.decode, plain, garbage, b.coords, mask=mask, **SETTINGS)
-    two = refine_latents(model.decode, plain, other, b.coords, mask=mask, **SETTINGS)
+    one = refine_latents(model.decode, plain, garbage, b.coords, mask=mask, **settings)
+    two = refine_latents(model.decode, plain, other, b.coords, mask=mask, **settings)
     torch.testing.assert_close(one, two)
+    assert (one - plain).abs().max() > 1e-4  # it did refine
 
 
 def test_the_operator_refines_every_encode_and_the_cache_knows_it(autoencoder_ckpt):

@@ -56,7 +56,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
             For a multi-dataset model (stage 1 trained with ``datasets``): ``{dataset: {name: {kind, fields}}}``.
 
-    ``latent_refinement`` ({steps, lr, points} or None): every encode (training, latent cache, evaluation)
+    ``latent_refinement`` ({steps, lr, points, rate} or None): every encode (training, latent cache, evaluation)
     refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that many
     random points (modules/refine.py); needs ``freeze_autoencoder``.
 
@@ -209,10 +209,15 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         The inverse decoding loss re-encodes with the encoder alone."""
         latent = super().encode(fields, coords, meta)
         refinement = self.hparams.get("latent_refinement")
-        if refinement:
-            latent = refine_latents(self.decode, latent, fields, coords, mask=(meta or {}).get("mask"),
-                                    seed=int(self.hparams.get("seed", 0)), **refinement)
-        return latent
+        return self.refine(latent, fields, coords, meta, refinement) if refinement else latent
+
+    def refine(self, latent: torch.Tensor, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None,
+               settings: Mapping[str, Any]) -> torch.Tensor:
+        """``latent`` (B, T, D) refined against the frozen decoder on normalised ``fields`` (B, N, C) at ``coords``
+        by ``settings`` ({steps, lr, points, rate}, other keys ignored; modules/refine.py), seeded by ``seed``."""
+        return refine_latents(self.decode, latent, fields, coords, steps=settings["steps"], lr=settings["lr"],
+                              points=settings["points"], rate=settings["rate"], mask=(meta or {}).get("mask"),
+                              seed=int(self.hparams.get("seed", 0)))
 
     def step(self, latent: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D); a multi-dataset

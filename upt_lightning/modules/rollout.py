@@ -2,7 +2,7 @@
 decoded at any points, at the steps asked for.
 
 A mixin of :class:`OperatorModule`, which provides ``encode``, ``decode``, ``step``, ``normalizer``,
-``encoder_meta``, ``anchor_weights``, ``hparams.rollout_eval_mode`` and ``hparams.inference_refinement``.
+``encoder_meta``, ``refine``, ``anchor_weights``, ``hparams.rollout_eval_mode`` and ``hparams.inference_refinement``.
 Validation, test, the pipeline's plots and ``bench rollout`` all predict through
 :meth:`LatentRolloutMixin.rollout` or the normalised core below it.
 """
@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import torch
 
 from upt_lightning.modules.anchor import anchored
-from upt_lightning.modules.refine import refine_latents
 
 ROLLOUT_MODES = ("latent", "physical")
 
@@ -60,7 +59,7 @@ class LatentRolloutMixin:
         """Encode, one operator step, decode at the batch's points (with the carried correction of inference
         refinement and anchored, modules/refine.py and modules/anchor.py): normalised (B, N, C)."""
         latent, correction = self._start(b.fields, b.coords, b.meta)
-        input_error = self._input_error(b.fields, b.coords, carried(latent, correction, 0, 1.0))
+        input_error = self._input_error(b.fields, b.coords, latent, correction)
         predicted = carried(self.step(latent, b.dt), correction, 1, self._carry())
         return anchored(self.decode(predicted, b.coords), self.anchor_weights, 1, input_error)
 
@@ -80,16 +79,15 @@ class LatentRolloutMixin:
         settings = self.hparams.get("inference_refinement")
         if not settings:
             return latent, None
-        refined = refine_latents(self.decode, latent, fields, coords, mask=(meta or {}).get("mask"),
-                                 seed=int(self.hparams.get("seed", 0)), steps=settings["steps"], lr=settings["lr"],
-                                 points=settings["points"], rate=settings["rate"])
-        return latent, refined - latent
+        return latent, self.refine(latent, fields, coords, meta, settings) - latent
 
-    def _input_error(self, fields: torch.Tensor, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor | None:
-        """The input's reconstruction error in normalised units (B, N, C), or None when no anchor weight is set."""
+    def _input_error(self, fields: torch.Tensor, coords: torch.Tensor, latent: torch.Tensor,
+                     correction: torch.Tensor | None) -> torch.Tensor | None:
+        """The input's reconstruction error in normalised units (B, N, C), from its latent plus the correction
+        when there is one, or None when no anchor weight is set."""
         if not any(self.anchor_weights):
             return None
-        return fields - self.decode(latent, coords)
+        return fields - self.decode(carried(latent, correction, 0, 1.0), coords)
 
     # -------------------------------------------------------------- inference
     def _rollout_normalised(self, fields, coords, meta, dt, steps, query_points, mode, decode_steps=None):
@@ -109,8 +107,8 @@ class LatentRolloutMixin:
         carry = self._carry()
         decoded: dict[int, torch.Tensor] = {}
         same_points = query_points is coords
-        input_error = (self._input_error(fields, coords, carried(latent, correction, 0, carry))
-                       if same_points and mode == "latent" else None)
+        anchoring = same_points and mode == "latent"
+        input_error = self._input_error(fields, coords, latent, correction) if anchoring else None
         for k in range(1, last + 1):
             latent = self.step(latent, dt)
             reencode = mode == "physical" and k < last

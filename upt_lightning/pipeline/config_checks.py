@@ -17,7 +17,7 @@ from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.modules.refine import check_inference_refinement, check_refinement
 from upt_lightning.pipeline.model_kind import model_kind
 from upt_lightning.pipeline.optim_settings import optim_settings
-from upt_lightning.pipeline.stage2 import latent_refinement_of
+from upt_lightning.pipeline.stage2 import stage2_mapping
 from upt_lightning.pipeline.time_budget import check_time_limits
 from upt_lightning.query_sampling import STRATEGIES
 
@@ -170,8 +170,8 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(latent_cache, bool):
         raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")
     try:
-        check_refinement(latent_refinement_of(cfg), cfg.freeze_autoencoder)
-        check_inference_refinement(latent_refinement_of(cfg, "inference_refinement"))
+        check_refinement(stage2_mapping(cfg, "latent_refinement"), cfg.freeze_autoencoder)
+        check_inference_refinement(stage2_mapping(cfg, "inference_refinement"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     anchor = cfg.stage2.get("anchor", False)

@@ -20,9 +20,9 @@ from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stag
 log = logging.getLogger("upt_lightning.pipeline")
 
 
-def latent_refinement_of(cfg: DictConfig, key: str = "latent_refinement") -> dict | None:
-    """``stage2.<key>`` (``latent_refinement`` or ``inference_refinement``) as plain values (None when absent
-    or null)."""
+def stage2_mapping(cfg: DictConfig, key: str) -> dict | None:
+    """``stage2.<key>`` (e.g. ``latent_refinement``, ``inference_refinement``) as plain values (None when
+    absent or null)."""
     value = cfg.stage2.get(key)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -39,8 +39,8 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         per_sample_queries=cfg.sampling.per_sample,
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
         input_noise=cfg.stage2.get("input_noise", 0.0),
-        latent_refinement=latent_refinement_of(cfg),
-        inference_refinement=latent_refinement_of(cfg, "inference_refinement"),
+        latent_refinement=stage2_mapping(cfg, "latent_refinement"),
+        inference_refinement=stage2_mapping(cfg, "inference_refinement"),
         lr=cfg.stage2.lr,
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
