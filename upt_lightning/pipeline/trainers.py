@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.callbacks import FinalValidation, LatentCacheCallback
@@ -15,7 +16,10 @@ from upt_lightning.runtime.faults import fault_hooks
 from upt_lightning.pipeline.multi_data import is_multi_data
 from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.runtime.rng_state import RNGStateCheckpoint
+from upt_lightning.runtime.run_dir_checkpoint import RunDirCheckpoint
 from upt_lightning.runtime.throughput import TrainingThroughput
+
+log = logging.getLogger("upt_lightning.pipeline")
 
 
 def make_trainer(cfg: DictConfig, stage: str, out_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -72,9 +76,9 @@ def with_unused_parameters(strategy):
 def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     checkpoints = str(out_dir / "checkpoints")
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="autoencoder", monitor="val/nrmse", mode="min", save_top_k=1),
+        RunDirCheckpoint(dirpath=checkpoints, filename="autoencoder", monitor="val/nrmse", mode="min", save_top_k=1),
         # every epoch, also those that do not validate (check_val_every_n_epoch > 1): what resume=auto continues from
-        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, save_on_train_epoch_end=True),
+        RunDirCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, save_on_train_epoch_end=True),
     ]
     if cfg.callbacks.get("progress") is not None:
         callbacks.append(RichProgressBar())
@@ -96,11 +100,19 @@ def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
 
 
 def final_checkpoint(trainer: pl.Trainer, out_dir: Path, fallback_name: str) -> Path:
-    """The best checkpoint of the fit; when checkpointing was off (fast_dev_run) save the final weights."""
+    """The best checkpoint of the fit; when checkpointing was off (fast_dev_run) save the final weights.
+
+    Only a file inside ``out_dir`` counts: a path restored from a checkpoint of a run dir that was moved or
+    copied since (a callback other than RunDirCheckpoint keeps the old absolute path) would evaluate
+    another run's weights, or none.
+    """
     callback = trainer.checkpoint_callback
     best = (callback.best_model_path or callback.last_model_path) if callback is not None else ""
     if best and Path(best).is_file():
-        return Path(best)
+        if Path(best).resolve().is_relative_to(out_dir.resolve()):
+            return Path(best)
+        log.warning("the best checkpoint on record, %s, lies outside this run dir %s (moved or copied?): "
+                    "evaluating the final weights instead", best, out_dir)
     path = out_dir / "checkpoints" / fallback_name
     trainer.save_checkpoint(path)
     return path
