@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from helpers.entry import compose_train, run_train
-from upt_lightning.data import MultiDataModule
+from upt_lightning.data import GridDataModule, MultiDataModule
 from upt_lightning.data.writers import PDEBench2DWriter
-from upt_lightning.errors import ConfigError
+from upt_lightning.errors import CheckpointError, ConfigError
+from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.multi_data import check_multi_against_data, dataset_architectures
+from upt_lightning.pipeline.stage1 import build_autoencoder
 
 
 def write(path, size, names):
@@ -113,3 +117,37 @@ def test_multi_dataset_stage_1_asks_ddp_to_allow_unused_parameters():
     assert with_unused_parameters("ddp") == "ddp_find_unused_parameters_true"
     assert with_unused_parameters("ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
     assert with_unused_parameters("auto") == "auto"
+
+
+def stage1_checkpoint(cfg, datamodule, path):
+    """A real stage-1 checkpoint file of the configured model (its weights untrained: the checks read its settings)."""
+    model = build_autoencoder(cfg, datamodule, "grid")
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return str(path)
+
+
+def test_stage1_checkpoints_of_one_dataset_and_of_several_are_refused_for_the_other_kind(two_files, tmp_path):
+    multi_cfg = compose(two_files)
+    multi_data = datamodule_of(multi_cfg)
+    single_cfg = compose_train(["+experiment=burgers_upt", f"data.path={two_files['burgers']}", "data.generate=null",
+                                "data.rollout_horizon=3", "objective=val/rollout_nrmse_h3",
+                                "model.grid_encoder.patch_size=4"])  # 64 tokens of its 32x32 grid
+    settings = datamodule_settings(single_cfg)
+    single_data = GridDataModule(**{k: v for k, v in settings.items() if k != "_target_"})
+    single_data.setup("fit")
+    multi_ckpt = stage1_checkpoint(multi_cfg, multi_data, tmp_path / "multi.ckpt")
+    single_ckpt = stage1_checkpoint(single_cfg, single_data, tmp_path / "single.ckpt")
+
+    def check(cfg, ckpt, datamodule):
+        check_autoencoder_ckpt(OmegaConf.merge(cfg, {"autoencoder_ckpt": ckpt}), datamodule)
+
+    check(multi_cfg, multi_ckpt, multi_data)  # each kind is accepted for its own kind of run
+    check(single_cfg, single_ckpt, single_data)
+    with pytest.raises(CheckpointError, match=r"is a multi-dataset stage-1 checkpoint \(datasets \['burgers', 'ns2d'\]\)"):
+        check(single_cfg, multi_ckpt, single_data)
+    with pytest.raises(CheckpointError, match=r"is a one-dataset stage-1 checkpoint .* data.datasets names"):
+        check(multi_cfg, single_ckpt, multi_data)
+    renamed = compose(two_files, "data.rollout_horizon=3")
+    renamed.data.datasets = {"burgers": renamed.data.datasets.burgers, "vorticity": renamed.data.datasets.ns2d}
+    with pytest.raises(CheckpointError, match=r"trained on the datasets \['burgers', 'ns2d'\]"):
+        check(renamed, multi_ckpt, datamodule_of(renamed))

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import CheckpointError
+from upt_lightning.pipeline.multi_data import dataset_architectures, is_multi_data
 from upt_lightning.runtime.checkpoints import load_autoencoder_checkpoint, read_checkpoint
 
 
@@ -42,13 +43,40 @@ def _model_in_config(cfg: DictConfig, kind: str, saved: dict[str, Any]) -> tuple
 
 
 def check_autoencoder_ckpt(cfg: DictConfig, datamodule) -> None:
-    """Refuse a given ``autoencoder_ckpt`` that is missing, not stage 1, or not for this data and model."""
+    """Refuse a given ``autoencoder_ckpt`` that is missing, not stage 1, or not for this data and model.
+
+    A stage-1 checkpoint of one dataset and one of several (``data.datasets``, its ``datasets`` entry) are not
+    interchangeable: each is refused for the other kind of run with a message naming both.
+    """
     if not cfg.autoencoder_ckpt:
         return
     path = Path(str(cfg.autoencoder_ckpt))
     if not path.is_file():
         raise FileNotFoundError(f"autoencoder_ckpt={path} does not exist; drop the override to train stage 1")
     arch, _ = load_autoencoder_checkpoint(path)
+    if is_multi_data(cfg):
+        _check_datasets(path, arch, dataset_architectures(cfg, datamodule))
+        grid = next(iter(datamodule.children.values())).grid_shape
+    else:
+        _check_single(path, arch, cfg, datamodule)
+        grid = datamodule.grid_shape
+    stored, current = _model_in_config(cfg, "grid" if grid is not None else "mesh", arch)
+    mismatch = _differences(stored, current)
+    if mismatch:
+        raise CheckpointError(
+            f"autoencoder_ckpt={path} was trained with another model size ({'; '.join(mismatch)}); set the model "
+            "to the checkpoint's (the model preset it was trained with, e.g. model=small, or these keys)"
+        )
+
+
+def _check_single(path: Path, arch: dict[str, Any], cfg: DictConfig, datamodule) -> None:
+    if arch.get("datasets"):
+        raise CheckpointError(
+            f"autoencoder_ckpt={path} is a multi-dataset stage-1 checkpoint (datasets {sorted(arch['datasets'])}), "
+            f"but this run has one dataset ({cfg.data.path}): give the stage-1 checkpoint of a one-dataset run on "
+            "this data, drop autoencoder_ckpt to train stage 1, or run it on its datasets "
+            "(+experiment=multiphysics_upt, data.datasets)"
+        )
     grid = datamodule.grid_shape
     data = {"fields": dict(datamodule.field_spec), "coordinate dimension": datamodule.coord_dim,
             "grid": list(grid) if grid is not None else None}
@@ -60,12 +88,29 @@ def check_autoencoder_ckpt(cfg: DictConfig, datamodule) -> None:
             f"autoencoder_ckpt={path} was trained on other data than {cfg.data.path} ({'; '.join(mismatch)}); "
             "drop autoencoder_ckpt to train stage 1 on this data, or use the data it was trained on"
         )
-    stored, current = _model_in_config(cfg, "grid" if grid is not None else "mesh", arch)
-    mismatch = _differences(stored, current)
+
+
+def _check_datasets(path: Path, arch: dict[str, Any], expected: dict[str, dict]) -> None:
+    """The checkpoint's datasets (names, fields, grids, patch sizes) against ``dataset_architectures``'."""
+    saved = arch.get("datasets")
+    if not saved:
+        raise CheckpointError(
+            f"autoencoder_ckpt={path} is a one-dataset stage-1 checkpoint (fields {arch.get('field_channels')}), "
+            f"but data.datasets names {sorted(expected)}: a multi-dataset model needs the stage-1 checkpoint of a "
+            "multi-dataset run on these datasets; drop autoencoder_ckpt to train stage 1"
+        )
+    if sorted(saved) != sorted(expected):
+        raise CheckpointError(
+            f"autoencoder_ckpt={path} was trained on the datasets {sorted(saved)}, but data.datasets names "
+            f"{sorted(expected)}: use the checkpoint of a run on these datasets, or drop autoencoder_ckpt"
+        )
+    mismatch = [f"{name}.{key}: checkpoint {_plain(saved[name].get(key))}, now {_plain(entry[key])}"
+                for name, entry in expected.items() for key in entry
+                if _plain(saved[name].get(key)) != _plain(entry[key])]
     if mismatch:
         raise CheckpointError(
-            f"autoencoder_ckpt={path} was trained with another model size ({'; '.join(mismatch)}); set the model "
-            "to the checkpoint's (the model preset it was trained with, e.g. model=small, or these keys)"
+            f"autoencoder_ckpt={path} was trained on other data ({'; '.join(mismatch)}): use the data it was trained "
+            "on, or drop autoencoder_ckpt to train stage 1 on this data"
         )
 
 

@@ -106,7 +106,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         check_against_data(cfg, datamodule.grid_shape, smallest_point_count(datamodule))
         check_conservation(cfg, datamodule.field_names)
         validate_data_once(cfg, datamodule)
-        check_autoencoder_ckpt(cfg, datamodule)
+    check_autoencoder_ckpt(cfg, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
     lap("data_and_checks")
