@@ -95,3 +95,17 @@ def test_ddp_cpu_run_trains_and_syncs_its_test_metrics(tmp_path):
     assert results["objective"] == results["metrics"]["val/rollout_nrmse_h3"] > 0  # validated on 2 ranks too
     for key, value in reference.items():
         assert synced[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("experiment, overrides, message", [
+    ("burgers_upt", ["stage2.inference_refinement.lr=inf"],
+     "stage2.inference_refinement.lr must be a finite number > 0, got inf"),
+    ("burgers_fno", ["stage2.anchor=true"], "this run has the FNO baseline: set stage2.anchor=false"),
+    ("multiphysics_upt", ["stage2.anchor=true"], "this run has several datasets: set stage2.anchor=false"),
+])
+def test_settings_that_would_crash_late_or_be_ignored_are_refused_naming_the_key(tmp_path, experiment, overrides,
+                                                                                message):
+    cfg = compose_train([*tiny_overrides(experiment, tmp_path), *overrides])
+    with pytest.raises(ConfigError) as raised:
+        check_config(cfg)
+    assert message in str(raised.value)

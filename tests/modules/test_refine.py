@@ -99,7 +99,7 @@ def test_the_operator_refines_every_encode_and_the_cache_knows_it(autoencoder_ck
 @pytest.mark.parametrize("settings, message", [
     ({"steps": 0}, "steps must be an integer >= 1"),
     ({"points": 2.5}, "points must be an integer >= 1"),
-    ({"lr": -1}, "lr must be a number > 0"),
+    ({"lr": -1}, "lr must be a finite number > 0"),
     ({"step": 5}, "unknown keys"),
     ({"rate": "adaptive"}, "rate must be one of"),
     (5, "must be null or a mapping"),
@@ -180,7 +180,7 @@ def test_inference_refinement_settings_are_checked_and_stored(autoencoder_ckpt, 
     # Training is unchanged, so latents cached for a plain module serve this one.
     assert encoder_fingerprint(module) == encoder_fingerprint(OperatorModule(**kwargs))
     for settings, message in [({"carry": 1.5}, r"carry must be in \(0, 1\]"),
-                              ({"carry": 0}, "carry must be a number > 0"),
+                              ({"carry": 0}, "carry must be a finite number > 0"),
                               ({"steps": 0}, "steps must be an integer >= 1"), ({"decay": 1}, "unknown keys")]:
         with pytest.raises(ValueError, match=message):
             check_inference_refinement(settings)

@@ -31,6 +31,7 @@ and evaluation is deterministic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -63,8 +64,8 @@ def _checked(settings: Mapping, name: str, defaults: Mapping, default_rate: str,
         if key not in out:
             continue
         value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name}.{key} must be a number > 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"{name}.{key} must be a finite number > 0, got {value!r}")
         out[key] = float(value)
     if out.get("carry", 0.0) > 1:
         raise ValueError(f"{name}.carry must be in (0, 1] (the share of the correction kept per step), "

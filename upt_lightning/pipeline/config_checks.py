@@ -177,6 +177,10 @@ def check_config(cfg: DictConfig) -> None:
     anchor = cfg.stage2.get("anchor", False)
     if not isinstance(anchor, bool):
         raise ConfigError(f"stage2.anchor={anchor!r} must be true or false (anchored decoding, modules/anchor.py)")
+    if anchor and (model_kind(cfg) == "fno" or cfg.data.get("datasets") is not None):
+        raise ConfigError("stage2.anchor=true fits anchored decoding for a one-dataset UPT; this run has "
+                          f"{'the FNO baseline' if model_kind(cfg) == 'fno' else 'several datasets'}: "
+                          "set stage2.anchor=false")
     if latent_cache and not cfg.freeze_autoencoder:
         raise ConfigError(
             "stage2.latent_cache=true needs freeze_autoencoder=true: with a trainable encoder the cached latents "
@@ -212,6 +216,7 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
         _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
         _patch_tokens_fit(cfg, grid_shape)
         _warn_on_grid_frequencies(cfg, grid_shape)
+        _refinement_points_fit(cfg, min_points)
         return
     if cfg.loss.lambda_spectral > 0:
         raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")
@@ -221,6 +226,21 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
             f"model.mesh_encoder.num_supernodes={supernodes} exceeds the {min_points} points of the smallest mesh "
             f"in {cfg.data.path}; set model.mesh_encoder.num_supernodes to at most {min_points}"
         )
+    _refinement_points_fit(cfg, min_points)
+
+
+def _refinement_points_fit(cfg: DictConfig, min_points: int | None) -> None:
+    """Refinement draws its points among each sample's (a padded mesh batch: among its largest sample's): more
+    than the smallest sample holds draws the same points again and multiplies the evaluation's cost for nothing."""
+    if min_points is None:
+        return
+    for key in ("latent_refinement", "inference_refinement"):
+        points = (stage2_mapping(cfg, key) or {}).get("points")
+        if points is not None and points > min_points:
+            raise ConfigError(
+                f"stage2.{key}.points={points} exceeds the {min_points} points of the smallest sample in "
+                f"{cfg.data.path}; set stage2.{key}.points to at most {min_points}"
+            )
 
 
 def _warn_on_grid_frequencies(cfg: DictConfig, grid_shape) -> None:
