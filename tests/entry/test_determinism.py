@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from helpers.entry import REPO, tiny_overrides
+from helpers.entry import REPO, compose_train, tiny_overrides
 from upt_lightning.pipeline import run_experiment
 
 
@@ -52,3 +52,13 @@ def test_same_seed_gives_identical_step_losses_with_workers_and_sampling(tmp_pat
     assert step_losses(tmp_path / "B" / "stage1" / "metrics.csv") == stage1
     assert step_losses(tmp_path / "B" / "stage2" / "metrics.csv") == stage2
     assert step_losses(tmp_path / "C" / "stage2" / "metrics.csv") == stage2
+
+
+@pytest.mark.parametrize("experiment", ["burgers_upt", "burgers_fno", "ns2d_upt", "multiphysics_upt"])
+def test_the_model_seed_leaves_the_split_alone(tmp_path, experiment):
+    """Runs over several model seeds must test on the same trajectories: the split has its own seed."""
+    splits = set()
+    for seed in (0, 1, 2):
+        cfg = compose_train([*tiny_overrides(experiment, tmp_path / "data"), f"seed={seed}"])
+        splits.add((cfg.data.split_seed, *(child.split_seed for child in (cfg.data.get("datasets") or {}).values())))
+    assert len(splits) == 1
