@@ -201,6 +201,49 @@ def test_coordinate_lengths_must_match_the_data(tmp_path, datasets, message):
         open_source(write(tmp_path / "f.h5", datasets, attrs))
 
 
+def groups(y):
+    """One PDEBench per-sample group on a 3 x len(y) grid whose y axis is ``y``."""
+    return {"0000/data": np.ones((2, 3, len(y), 1)), "0000/grid/x": np.arange(3.0), "0000/grid/y": y,
+            "0000/grid/t": np.arange(2.0)}
+
+
+def cfd(y):
+    """PDEBench CFD fields on a 4 x len(y) grid whose y axis is ``y``."""
+    shape = (2, 3, 4, len(y))
+    return {**{name: np.ones(shape) for name in ("density", "pressure", "Vx", "Vy")},
+            "x-coordinate": np.arange(4.0), "y-coordinate": y, "t-coordinate": np.arange(3.0)}
+
+
+@pytest.mark.parametrize(
+    ("datasets", "message"),
+    [
+        (burgers(x=np.full(4, 0.5)), r"grid coordinate '/x-coordinate' is constant \(0.5 at all 4 points\)"),
+        (burgers(x=np.array([0.0, 0.5, 0.25, 0.75])),
+         r"'/x-coordinate' is not ordered \(it turns back or repeats at index 2: \[0.0, 0.5, 0.25, 0.75\]\)"),
+        (groups(np.array([0.0, 1.0, 1.0, 2.0])), r"'/0000/grid/y' is not ordered .* at index 2"),
+        (groups(np.zeros(4)), r"'/0000/grid/y' is constant"),
+        (cfd(np.array([3.0, 2.0, 4.0])), r"'/y-coordinate' is not ordered .* at index 2: \[3.0, 2.0, 4.0\]"),
+    ],
+)
+def test_constant_or_unordered_grid_axes_are_refused_by_name(tmp_path, datasets, message):
+    path = write(tmp_path / "f.h5", datasets)
+    with pytest.raises(DataError, match=message) as error:
+        open_source(path).coords(0)
+    assert str(path) in str(error.value) and "fix the coordinate in the file" in str(error.value)
+
+
+def test_a_datamodule_refuses_an_unordered_axis_before_training(tmp_path):
+    path = write(tmp_path / "f.h5", burgers(x=np.array([0.0, 0.5, 0.25, 0.75])))
+    with pytest.raises(DataError, match="'/x-coordinate' is not ordered"):
+        GridDataModule(path, rollout_horizon=1).setup("fit")  # the statistics read the coordinates
+
+
+def test_a_decreasing_or_single_point_axis_is_ordered(tmp_path):
+    coords = open_source(write(tmp_path / "f.h5", burgers(x=np.array([3.0, 2.0, 1.0, 0.0])))).coords(0)
+    assert coords[:, 0].tolist() == [3.0, 2.0, 1.0, 0.0]
+    assert open_source(write(tmp_path / "g.h5", groups(np.array([0.5])))).coords(0).shape == (3, 2)
+
+
 def test_trajectories_must_share_grid_channels_and_coordinate_dimension(tmp_path):
     groups = {
         f"{n:04d}/{key}": value

@@ -16,7 +16,7 @@ from upt_lightning.data import MultiDataModule
 from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.dataset_batches import DatasetBatchSampler
 from upt_lightning.data.writers import MeshWriter, PDEBench1DWriter, PDEBench2DWriter
-from upt_lightning.errors import ConfigError, DataError
+from upt_lightning.errors import ConfigError, DataError, DataFileNotFoundError, is_user_error
 
 STEPS = 5  # frames per trajectory: 4 next-step windows each
 
@@ -336,6 +336,18 @@ def test_datasets_of_different_point_dimension_are_refused(files, tmp_path):
                           for name, path in (("flow", files["flow"][0]), ("line", tmp_path / "line.h5"))})
     with pytest.raises(DataError, match=r"'flow' .* and 'line' .* \(2D and 1D\)"):
         dm.setup("fit")
+
+
+def test_a_datasets_errors_name_its_entry_and_keep_their_type(files, tmp_path):
+    missing = MultiDataModule({"flow": {"path": str(files["flow"][0])}, "ns2d": {"path": str(tmp_path / "no.h5")}})
+    with pytest.raises(DataFileNotFoundError) as error:
+        missing.prepare_data()
+    assert str(error.value).startswith(f"data.datasets.ns2d: data file {tmp_path / 'no.h5'} does not exist; ")
+    assert is_user_error(error.value) and isinstance(error.value, FileNotFoundError)
+
+    misfit = MultiDataModule({"flow": {"path": str(files["flow"][0]), "rollout_horizon": 3, "period": 0.5}})
+    with pytest.raises(DataError, match=r"^data\.datasets\.flow: data\.period=\[0\.5\] is not longer"):
+        misfit.setup("fit")
 
 
 def test_a_latent_cache_is_refused(files):

@@ -81,6 +81,19 @@ def test_per_axis_periods_apply_to_their_own_axis(tmp_path):
     torch.testing.assert_close(stats["coord_min"], torch.tensor([-1.125, -2.125]))
 
 
+@pytest.mark.parametrize("period, warned", [(0.94, ["x", "y"]), ([1.0, 1.5], ["y"]), (1.0, []), (None, [])])
+def test_a_period_the_grid_spacing_does_not_imply_is_warned_about(tmp_path, caplog, period, warned):
+    write_grid(tmp_path / "a.h5", size=16, spacing=1 / 16, origin=0.5 / 16)  # cell centres of [0, 1): period 1
+    with caplog.at_level(logging.WARNING, logger="upt_lightning.data"):
+        make(tmp_path / "a.h5", period=period)
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data.period=")]
+    assert [message.split("its ")[1][0] for message in messages] == warned
+    given = period if isinstance(period, float) else 1.5
+    for message in messages:
+        assert f"data.period={period}" in message and "a.h5" in message
+        assert f"16 points 0.0625 apart, a period of 1, not {given:g}" in message
+
+
 def test_the_decoder_is_periodic_when_the_data_are_and_a_periodic_decoder_needs_periodic_data(tmp_path):
     write_grid(tmp_path / "a.h5")
     cfg = OmegaConf.create({"model": {"decoder": {"dim": 16}}})

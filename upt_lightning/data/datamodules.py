@@ -8,6 +8,7 @@ checkpoints, so a loaded model maps raw fields to raw predictions.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.split_stats import check_split, compute_stats, split_trajectories
 from upt_lightning.errors import DataError, DataFileNotFoundError
 from upt_lightning.data.workers import check_num_workers, resolve_num_workers
+
+log = logging.getLogger("upt_lightning.data")
 
 
 class LoaderSettings:
@@ -125,8 +128,11 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         self.latent_cache: Dataset | None = None
 
     def prepare_data(self) -> None:
-        """Create the missing file with ``generate_dataset`` when ``generate`` names a dataset."""
+        """Create the missing file with ``generate_dataset`` when ``generate`` names a dataset; refuse a file
+        of ours that was generated with other settings than ``generate`` and ``generate_options`` ask for."""
         if self.path.exists():
+            if self.hparams.generate is not None:
+                self._check_generated_file()
             return
         if self.hparams.generate is None:
             raise DataFileNotFoundError(
@@ -137,6 +143,22 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         from upt_lightning.data.generate import generate_dataset
 
         generate_dataset(self.hparams.generate, self.path, **(self.hparams.generate_options or {}))
+
+    def _check_generated_file(self) -> None:
+        """A DataError when the existing file was written by our generator with other settings than requested.
+
+        The file name encodes only some settings (the config's names carry resolution and count), so a run
+        with, say, more time steps would otherwise train and report on the old file without a word.
+        """
+        from upt_lightning.data.generate import describe_differences, stale_settings
+
+        differences = stale_settings(self.path, self.hparams.generate, **(self.hparams.generate_options or {}))
+        if differences:
+            raise DataError(
+                f"data file {self.path} was generated with other settings than data.generate and "
+                f"data.generate_options ask for ({describe_differences(differences)}); delete the file to "
+                "have it generated again with the requested settings, or point data.path at another file"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Open the file, split trajectories, compute train statistics and build the datasets."""
@@ -174,6 +196,8 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         )
         if hp.period is not None:
             self._stats = periodic_stats(self._stats, hp.period, self.path)
+            if source.grid_shape is not None:
+                warn_on_grid_period(hp.period, source.cached_coords(train[0]), source.grid_shape, self.path)
         times = source.times(train[0])
         self._dt = float(times[hp.frame_stride] - times[0])
         # Workers fork from here; closing keeps the parent's handle out of their address space.
@@ -330,6 +354,37 @@ def periodic_stats(stats: dict[str, torch.Tensor], period: Sequence[float], path
     # points land at (i + 0.5) / n, the centres of n equal cells, as the patch centres of GridEncoder do.
     start = low - 0.5 * (span - extent)
     return {**stats, "coord_min": start, "coord_max": start + span}
+
+
+def grid_axes(coords: torch.Tensor, grid_shape: Sequence[int]) -> list[torch.Tensor]:
+    """Each axis's coordinates, from the row-major grid points ``coords`` (N, d) of ``grid_shape``."""
+    grid = coords.reshape(*grid_shape, len(grid_shape))
+    dims = len(grid_shape)
+    return [grid[(0,) * axis + (slice(None),) + (0,) * (dims - 1 - axis)][:, axis] for axis in range(dims)]
+
+
+def warn_on_grid_period(period: Sequence[float], coords: torch.Tensor, grid_shape: Sequence[int], path) -> None:
+    """Log a warning when ``data.period`` is not what a regular grid axis implies: n points ``dx`` apart.
+
+    A periodic grid of n cells repeats after n * dx; another period puts the wrapped neighbours of the
+    boundary points at a wrong distance (the decoder's locality bias and Fourier features), which trains
+    without any error. Irregular axes imply no period and are not checked.
+    """
+    periods = list(period) * len(grid_shape) if len(period) == 1 else list(period)
+    for name, axis, given in zip("xyz", grid_axes(coords.double(), grid_shape), periods):
+        if len(axis) < 2:
+            continue
+        dx = float(axis[-1] - axis[0]) / (len(axis) - 1)
+        if float((axis.diff() - dx).abs().max()) > 1e-3 * abs(dx):
+            continue
+        implied = len(axis) * abs(dx)
+        if abs(given - implied) > 1e-3 * given:
+            log.warning(
+                "data.period=%s does not fit the grid of %s: its %s axis has %d points %.6g apart, a period of "
+                "%.6g, not %.6g; set data.period to the domain's period (%.6g here, or one value per axis), or "
+                "null if the domain is not periodic",
+                period if len(period) > 1 else period[0], path, name, len(axis), abs(dx), implied, given, implied,
+            )
 
 
 def worker_seed_generator() -> torch.Generator:

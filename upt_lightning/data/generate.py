@@ -15,6 +15,7 @@ Layouts and defaults: docs/data.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 
+import h5py
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,7 +34,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from upt_lightning.data.recipes import DATASETS, NOT_IN_FILENAME, Advance, DatasetRecipe
+from upt_lightning.data.readers import open_source
+from upt_lightning.data.recipes import DATASETS, GENERATOR, NOT_IN_FILENAME, Advance, DatasetRecipe, recorded_settings
 from upt_lightning.data.solvers.spectral import dealias_cutoff
 
 OPTIONS: Mapping[str, tuple[type, str]] = MappingProxyType({
@@ -160,6 +163,42 @@ def _check_subset(name: str, recipe: DatasetRecipe, num: int, trajectories: Sequ
     if not ids or ids[0] < 0 or ids[-1] >= num:
         raise ValueError(f"trajectories must be ids in [0, {num}) (num={num}), got {list(trajectories)[:8]}")
     return ids
+
+
+def stale_settings(
+    path: str | os.PathLike, name: str, *, num: int | None = None, seed: int = 0, progress: bool = True, **options,
+) -> dict[str, tuple]:
+    """``{setting: (value in the file, value requested)}`` for each setting in which the file at ``path``
+    differs from what ``generate_dataset(name, path, num=num, seed=seed, **options)`` would write.
+
+    Compares the data set, seed, trajectory count and every option (defaults filled in) except those in
+    ``NOT_IN_FILENAME``; numbers within a relative 1e-6. Empty for a file our generator did not write (a
+    user's own file is theirs to name) and for settings a file predates (``num`` is then counted). Bad
+    names or options raise ``ValueError`` as in ``generate_dataset``; ``progress`` is accepted (and
+    ignored) so that the keyword arguments of a generation can be passed as they are.
+    """
+    with h5py.File(path, "r") as file:
+        attrs = dict(file.attrs)
+    if attrs.get("generator") != GENERATOR:
+        return {}
+    requested = {"dataset": name, "seed": seed, "num": _recipe(name).default_num if num is None else num,
+                 **{k: v for k, v in resolve_options(name, **options).items() if k not in NOT_IN_FILENAME}}
+    recorded = recorded_settings(attrs)
+    if "num" not in recorded and "trajectory_ids" not in attrs:
+        with open_source(path) as source:  # written before num was recorded: it holds the whole set
+            recorded["num"] = source.num_trajectories
+    return {key: (recorded[key], value) for key, value in requested.items()
+            if key in recorded and not _same(recorded[key], value)}
+
+
+def _same(a, b) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return math.isclose(a, b, rel_tol=1e-6) if numbers else a == b
+
+
+def describe_differences(differences: Mapping[str, tuple]) -> str:
+    """``stale_settings``' result in words: ``num_steps 5 in the file, 8 requested; ...``."""
+    return "; ".join(f"{key} {old!r} in the file, {new!r} requested" for key, (old, new) in differences.items())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ loaders. Every batch carries ``dataset`` (B,) int64, the dataset's index in :att
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -30,7 +31,7 @@ from upt_lightning.data.dataset_batches import (
     WithDatasetIndex,
 )
 from upt_lightning.data.workers import check_num_workers, resolve_num_workers
-from upt_lightning.errors import ConfigError, DataError
+from upt_lightning.errors import ConfigError, DataError, is_user_error
 
 EVAL_LOADER_KINDS = ("one_step", "rollout")
 """The loaders of each dataset in ``val_dataloader()``/``test_dataloader()``, in order."""
@@ -125,13 +126,15 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Each dataset's ``prepare_data`` (creates a missing file when its ``generate`` names one)."""
-        for child in self.children.values():
-            child.prepare_data()
+        for name, child in self.children.items():
+            with _named_errors(name):
+                child.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         """Each dataset's ``setup``; checks that all have points of one dimension; builds the train view."""
-        for child in self.children.values():
-            child.setup(stage)
+        for name, child in self.children.items():
+            with _named_errors(name):
+                child.setup(stage)
         first = self.names[0]
         for name in self.names[1:]:
             a, b = self.children[first], self.children[name]
@@ -369,6 +372,24 @@ def _child(name: str, spec, shared: dict) -> TrajectoryDataModule:
         return classes[kind](**{**kwargs, **shared})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.datasets.{name}: {error}") from error
+
+
+@contextmanager
+def _named_errors(name: str) -> Iterator[None]:
+    """Errors of dataset ``name``'s module name its entry ``data.datasets.<name>``: a child's message names
+    its file and keys, but not which of several datasets it belongs to.
+
+    A user error is raised again as its own type (so it is still reported without a traceback, and caught
+    as before) with the entry in front of its message; any other error is a bug and keeps its traceback,
+    with the entry added as a note.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_user_error(error):
+            error.add_note(f"raised for data.datasets.{name}")
+            raise
+        raise type(error)(f"data.datasets.{name}: {error}") from error
 
 
 def _tagged(loader: DataLoader, index: int) -> DataLoader:

@@ -23,6 +23,8 @@ GENERATOR = "upt_lightning.data.generate"
 # Options that change nothing in the file, hence not in its name.
 NOT_IN_FILENAME = ("batch_size",)
 FIELD_NAMES_2D = ("u", "v")
+# Options a writer stores under another attribute name: PDEBench 1D's viscosity attribute is "Nu".
+_STORED_AS: Mapping[str, Mapping[str, str]] = MappingProxyType({"burgers1d": MappingProxyType({"nu": "Nu"})})
 
 Advance = Callable[[int], None]
 
@@ -40,12 +42,41 @@ class DatasetRecipe:
     subsets: bool = True  # whether ``trajectories=`` can write some trajectories of the set
 
 
-def _attrs(name: str, seed: int, options: dict) -> dict:
-    """Root attributes: the data set, its equation, the seed and every option by its name, so
-    the file can be regenerated."""
+def _attrs(name: str, seed: int, num: int, options: dict) -> dict:
+    """Root attributes: the data set, its equation, the seed, the trajectory count of the whole set and
+    every option by its name, so the file can be regenerated and told apart from another request."""
     kept = {k: v for k, v in options.items() if k not in NOT_IN_FILENAME}
     return {"dataset": name, "equation": DATASETS[name].equation, "generator": GENERATOR,
-            "seed": seed, **kept}
+            "seed": seed, "num": num, **kept}
+
+
+def recorded_settings(attrs: Mapping) -> dict:
+    """The settings a file of ours records (its root ``attrs``), by the names ``generate_dataset`` takes:
+    ``dataset``, ``seed``, ``num`` and each option, as plain Python values.
+
+    Files written before ``num`` was recorded give the whole set's count only when they hold some of its
+    trajectories (``num_in_set``); an option a file does not record is left out.
+    """
+    name = _text(attrs["dataset"])
+    options = DATASETS[name].defaults if name in DATASETS else {}
+    stored_as = _STORED_AS.get(name, {})
+    settings = {"dataset": name}
+    for key in ("seed", "num", *options):
+        stored = stored_as.get(key, key)
+        if stored in attrs:
+            settings[key] = _plain(attrs[stored])
+    if "num" not in settings and "num_in_set" in attrs:
+        settings["num"] = _plain(attrs["num_in_set"])
+    return settings
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _plain(value):
+    """A numpy scalar read from HDF5 as the Python number it was written from."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _times(o: dict) -> torch.Tensor:
@@ -58,7 +89,7 @@ def _subset_attrs(num: int, ids: list[int] | None) -> dict:
 
 
 def _write_burgers1d(path: Path, num: int, seed: int, o: dict, advance: Advance, ids: list[int] | None) -> None:
-    attrs = {k: v for k, v in _attrs("burgers1d", seed, o).items() if k != "nu"}  # stored as "Nu"
+    attrs = {k: v for k, v in _attrs("burgers1d", seed, num, o).items() if k not in _STORED_AS["burgers1d"]}
     attrs.update(_subset_attrs(num, ids))
     x = cell_centres(o["resolution"])
     count = num if ids is None else len(ids)
@@ -70,7 +101,7 @@ def _write_burgers1d(path: Path, num: int, seed: int, o: dict, advance: Advance,
 
 def _write_burgers2d(path: Path, num: int, seed: int, o: dict, advance: Advance, ids: list[int] | None) -> None:
     x = cell_centres(o["output_resolution"])
-    attrs = {**_attrs("burgers2d", seed, o), **_subset_attrs(num, ids)}
+    attrs = {**_attrs("burgers2d", seed, num, o), **_subset_attrs(num, ids)}
     count = num if ids is None else len(ids)
     with PDEBench2DWriter(path, num=count, x=x, y=x, t=_times(o), field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
         for fields in burgers2d_grid_trajectories(num, seed, select=ids, **o):
@@ -79,7 +110,7 @@ def _write_burgers2d(path: Path, num: int, seed: int, o: dict, advance: Advance,
 
 
 def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Advance, ids: None) -> None:
-    attrs, t = _attrs("burgers2d_mesh", seed, o), _times(o)
+    attrs, t = _attrs("burgers2d_mesh", seed, num, o), _times(o)
     with MeshWriter(path, num=num, field_names=FIELD_NAMES_2D, attrs=attrs) as writer:
         for coords, fields in burgers2d_mesh_trajectories(num, seed, **o):
             writer.append(coords, fields, t)
@@ -88,7 +119,7 @@ def _write_burgers2d_mesh(path: Path, num: int, seed: int, o: dict, advance: Adv
 
 def _write_ns2d(path: Path, num: int, seed: int, o: dict, advance: Advance, ids: list[int] | None) -> None:
     x = cell_centres(o["output_resolution"])
-    attrs = {**_attrs("ns2d", seed, o), **_subset_attrs(num, ids)}
+    attrs = {**_attrs("ns2d", seed, num, o), **_subset_attrs(num, ids)}
     count = num if ids is None else len(ids)
     with PDEBench2DWriter(path, num=count, x=x, y=x, t=_times(o), field_names=("w",), attrs=attrs) as writer:
         for fields in ns2d_grid_trajectories(num, seed, select=ids, **o):

@@ -47,10 +47,14 @@ def positions_in_file(path: Path, ids: Sequence[int]) -> list[int] | None:
 def finer_copy(path: Path, generate: str | None, options: dict, ids: Sequence[int]) -> list[int]:
     """Make sure ``path`` holds trajectories ``ids`` on the finer grid; returns their positions in it.
 
-    A missing file, or one of ours holding other trajectories (another split), is (re)written with
-    only ``ids``. A user's own file must hold them: otherwise a DataError says what is missing.
+    A missing file, or one of ours holding other trajectories (another split) or written with other
+    settings (see ``_stale``), is (re)written with only ``ids``. A user's own file must hold them:
+    otherwise a DataError says what is missing.
     """
-    if path.exists():
+    stale = _stale(path, generate, options)
+    if stale:
+        log.info("the finer copy %s was written with other settings (%s): writing it again", path, stale)
+    elif path.exists():
         positions = positions_in_file(path, ids)
         if positions is not None:
             return positions
@@ -69,6 +73,25 @@ def finer_copy(path: Path, generate: str | None, options: dict, ids: Sequence[in
 
     generate_dataset(generate, path, trajectories=ids, **options)
     return positions_in_file(path, ids)
+
+
+def _stale(path: Path, generate: str | None, options: dict) -> str:
+    """How our finer copy at ``path`` differs from the settings it is asked for, "" when it does not (or is
+    missing, or a user's own file).
+
+    The copy's name, like the coarse file's, carries only some settings: without this check a copy of
+    other time steps or another seed would be read as the same trajectories on the finer grid. Its grid
+    (the recipe's grid option) is left to the grid check of ``superres_metrics``, which names
+    data.superres.factor: a copy on another grid is a choice of path or factor, not an outdated file.
+    """
+    if generate is None or not path.exists():
+        return ""
+    from upt_lightning.data.generate import describe_differences, stale_settings
+    from upt_lightning.data.recipes import DATASETS
+
+    differences = stale_settings(path, generate, **options)
+    differences.pop(DATASETS[generate].grid_option, None)
+    return describe_differences(differences)
 
 
 @torch.no_grad()

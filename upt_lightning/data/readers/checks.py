@@ -71,6 +71,35 @@ def field_names_attr(file: h5py.File, channels: int, path: Path) -> list[str]:
     return names
 
 
+def read_axis(dataset: h5py.Dataset, path: Path) -> np.ndarray:
+    """The values of a grid axis coordinate ``dataset``, checked to be ordered: strictly increasing or
+    strictly decreasing.
+
+    A constant axis puts every point of a line at one place and an unordered one scrambles which
+    points are neighbours, yet both would train without an error: the encoders' patches, the decoder's
+    locality and super-resolution all take a grid axis to be ordered. Values that are not finite real
+    numbers are left to ``check_numeric`` and ``check_finite``, which word that problem.
+    """
+    values = dataset[:]
+    if values.dtype.kind not in "fiu" or len(values) < 2 or not np.isfinite(values).all():
+        return values
+    steps = np.diff(values.astype(np.float64))
+    if not steps.any():
+        raise DataError(
+            f"{path}: grid coordinate {dataset.name!r} is constant ({values[0].item()} at all {len(values)} "
+            "points); each axis needs the distinct positions of its grid points: fix the coordinate in the file"
+        )
+    if not ((steps > 0).all() or (steps < 0).all()):
+        direction = np.sign(steps[np.flatnonzero(steps)[0]])  # that of the first move
+        where = int(np.flatnonzero(np.sign(steps) != direction)[0]) + 1  # the first point not following it
+        raise DataError(
+            f"{path}: grid coordinate {dataset.name!r} is not ordered (it turns back or repeats at index "
+            f"{where}: {values[max(0, where - 2):where + 2].tolist()}); grid axes must increase (or decrease) "
+            "strictly, as the data are laid out along them: fix the coordinate in the file"
+        )
+    return values
+
+
 def grid_coords(axes: Sequence[np.ndarray]) -> np.ndarray:
     """Row-major grid points ``(prod(len(a)), d)``: point ``i * Y + j`` is ``(x[i], y[j])``."""
     mesh = np.meshgrid(*axes, indexing="ij")

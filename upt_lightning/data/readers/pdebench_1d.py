@@ -9,6 +9,7 @@ from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.readers.checks import (
     check_time_length,
     field_names_attr,
+    read_axis,
     require_keys,
     require_length,
     require_rank,
@@ -56,7 +57,7 @@ class PDEBench1DSource(TrajectorySource):
         return values.reshape(len(t_indices), self._points[traj], self.num_channels)
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
-        return file["x-coordinate"][:].reshape(-1, 1)
+        return read_axis(file["x-coordinate"], self.path).reshape(-1, 1)
 
     def _read_times(self, file: h5py.File, traj: int) -> np.ndarray:
         return file["t-coordinate"][: self._steps[traj]]

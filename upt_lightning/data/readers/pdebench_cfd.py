@@ -9,6 +9,7 @@ from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.readers.checks import (
     check_time_length,
     grid_coords,
+    read_axis,
     require_keys,
     require_length,
     require_rank,
@@ -62,7 +63,7 @@ class PDEBenchCFDSource(TrajectorySource):
         return values.reshape(len(t_indices), self._points[traj], len(self._fields))
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
-        return grid_coords([file[name][:] for name in self._axes])
+        return grid_coords([read_axis(file[name], self.path) for name in self._axes])
 
     def _read_times(self, file: h5py.File, traj: int) -> np.ndarray:
         return file["t-coordinate"][: self._steps[traj]]

@@ -9,6 +9,7 @@ from upt_lightning.data.readers.base import TrajectorySource
 from upt_lightning.data.readers.checks import (
     field_names_attr,
     grid_coords,
+    read_axis,
     require_keys,
     require_length,
     require_rank,
@@ -82,7 +83,7 @@ class PDEBenchGroupsSource(TrajectorySource):
 
     def _read_coords(self, file: h5py.File, traj: int) -> np.ndarray:
         grid = file[self._groups[traj]]["grid"]
-        return grid_coords([grid[axis][:] for axis in AXES[: self.coord_dim]])
+        return grid_coords([read_axis(grid[axis], self.path) for axis in AXES[: self.coord_dim]])
 
     def _read_times(self, file: h5py.File, traj: int) -> np.ndarray:
         return file[self._groups[traj]]["grid"]["t"][:]
