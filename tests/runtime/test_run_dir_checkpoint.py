@@ -88,10 +88,21 @@ def test_final_checkpoint_never_returns_a_file_of_another_run_dir(tmp_path):
     assert chosen == tmp_path / "b/checkpoints/final.ckpt" and chosen.is_file()
 
 
-def test_relocated_state_moves_paths_under_the_old_dir_and_drops_others():
-    state = {"dirpath": "/old/ckpt", "best_model_path": "/old/ckpt/best.ckpt", "last_model_path": "/x/last.ckpt",
-             "kth_best_model_path": "", "best_k_models": {"/old/ckpt/best.ckpt": 1.0, "/x/other.ckpt": 2.0}}
-    moved = relocated_state(state, "/new/ckpt")
-    assert moved == {"dirpath": "/new/ckpt", "best_model_path": "/new/ckpt/best.ckpt", "last_model_path": "",
-                     "kth_best_model_path": "", "best_k_models": {"/new/ckpt/best.ckpt": 1.0}}
-    assert relocated_state(state, "/old/ckpt") is state
+def test_relocated_state_moves_paths_under_the_old_dir_and_drops_others(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    state = {"dirpath": str(old), "best_model_path": str(old / "best.ckpt"), "last_model_path": "/x/last.ckpt",
+             "kth_best_model_path": "", "best_k_models": {str(old / "best.ckpt"): 1.0, "/x/other.ckpt": 2.0}}
+    assert relocated_state(state, str(new)) is state  # the new dir holds none of its files: not a relocation
+    new.mkdir()
+    (new / "best.ckpt").write_bytes(b"")
+    assert relocated_state(state, str(new)) == {
+        "dirpath": str(new), "best_model_path": str(new / "best.ckpt"), "last_model_path": "",
+        "kth_best_model_path": "", "best_k_models": {str(new / "best.ckpt"): 1.0}}
+    assert relocated_state(state, str(old)) is state
+
+
+def test_a_run_continued_in_a_new_dir_starts_its_best_checkpoint_afresh(tmp_path):
+    """resume=PATH into a new run dir: the new dir's epochs compete among themselves, as in stock Lightning."""
+    fit(tmp_path / "a", 2, RunDirCheckpoint)
+    trainer = fit(tmp_path / "b", 4, RunDirCheckpoint, resume=tmp_path / "a/checkpoints/last.ckpt")
+    assert trainer.checkpoint_callback.best_model_path == str((tmp_path / "b/checkpoints/best-epoch=2.ckpt").resolve())

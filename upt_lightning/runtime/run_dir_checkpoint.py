@@ -5,9 +5,9 @@ best-k files, the last file) together with its ``dirpath``. When a resumed run f
 than the stored one, Lightning 2.6 drops the best-k bookkeeping but keeps the stored ``best_model_path``:
 after ``mv run_a run_b`` and a rerun, the best file is looked for in ``run_a`` (gone), so the run's final
 weights were evaluated in place of its best checkpoint; after ``cp -a`` the copy evaluated (and could have
-rotated) files of the original. Here the stored paths under the stored ``dirpath`` are moved onto the
-current one, so a relocated run dir resumes exactly as it would have in place and never reads or writes
-the original. A stored path outside the stored ``dirpath`` (none that this callback wrote) is dropped.
+rotated) files of the original. Here, when the current ``dirpath`` holds the stored files, the stored paths
+are moved onto it, so a relocated run dir resumes exactly as it would have in place and never reads or
+writes the original. A stored path outside the stored ``dirpath`` (none that this callback wrote) is dropped.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ def rebase(path: str, old_dir: str, new_dir: str) -> str:
 
 
 def relocated_state(state: dict[str, Any], new_dir: str) -> dict[str, Any]:
-    """A ModelCheckpoint ``state_dict()`` written in its stored ``dirpath``, as if written in ``new_dir``."""
+    """A ModelCheckpoint ``state_dict()`` written in its stored ``dirpath``, as if written in ``new_dir``.
+
+    Only when ``new_dir`` holds the files the state names (the run dir was moved or copied): a run that
+    continues another run's checkpoint in a new directory (``resume=PATH``, the CLI's new version dir)
+    keeps Lightning's own handling, which starts the best-k bookkeeping afresh there.
+    """
     old_dir = state.get("dirpath")
     if old_dir is None or old_dir == new_dir:
         return state
@@ -39,6 +44,8 @@ def relocated_state(state: dict[str, Any], new_dir: str) -> dict[str, Any]:
     for key in PATH_KEYS:
         if key in state:
             moved[key] = rebase(state[key], old_dir, new_dir)
+    if not any(moved.get(key) and Path(moved[key]).is_file() for key in PATH_KEYS):
+        return state
     if "best_k_models" in state:
         pairs = ((rebase(path, old_dir, new_dir), score) for path, score in state["best_k_models"].items())
         moved["best_k_models"] = {path: score for path, score in pairs if path}
