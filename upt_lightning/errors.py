@@ -1,10 +1,13 @@
 """Every error a user can meet: a mistake in a config, a data file or a checkpoint.
 
 Entry points print their message and exit non-zero, without a traceback; anything else is a bug and
-keeps its traceback. Each message names what is wrong and the fix.
+keeps its traceback. Each message names what is wrong and the fix. A run stopped by SIGTERM or SIGINT
+(:func:`interrupting_signal`) is no error of either kind: it exits ``128 + signal`` and says how to continue.
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class ConfigError(ValueError):
@@ -26,6 +29,23 @@ class DataError(ValueError):
 
 class DataFileNotFoundError(DataError, FileNotFoundError):
     """The data file does not exist; caught by ``except DataError`` and ``FileNotFoundError``."""
+
+
+def interrupting_signal(error: BaseException) -> signal.Signals | None:
+    """SIGTERM or SIGINT when ``error`` ends a run that signal stopped, else None (exit with ``128 + signal``).
+
+    Lightning 2.6 ends a Trainer call on SIGTERM with ``SIGTERMException``, a ``SystemExit`` without a code:
+    left alone, the process would exit 0 and a scheduler would take the pre-empted run for a finished one.
+    On Ctrl-C it calls ``sys.exit(1)`` while handling the ``KeyboardInterrupt``, which is then the exit's context.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(error, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(error, KeyboardInterrupt) or (
+            isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)):
+        return signal.SIGINT
+    return None
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
