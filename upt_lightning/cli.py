@@ -10,13 +10,16 @@
 The model is any :class:`UPTModuleBase` (``AutoencoderModule``, ``OperatorModule``) and the data any
 :class:`TrajectoryDataModule`, both chosen by ``class_path`` in the config. The stage-1 model's
 ``field_channels``, ``coord_dim`` and ``grid_shape`` are read from the data; stage 2 takes everything
-from its autoencoder checkpoint. Mistakes in configs, data files and checkpoint paths end with a
-one-line ``upt: error: ...`` and exit status 2.
+from its autoencoder checkpoint. validate/test also take the checkpoints ``train.py`` writes (give the data
+file that run trained on). Mistakes in configs, data files and checkpoint paths end with a one-line
+``upt: error: ...`` and exit status 2; a run stopped by SIGTERM or Ctrl-C exits 143 or 130 and says how
+to continue it.
 """
 
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,9 @@ quiet_lightning()  # at import: the `upt` script's spawned DDP workers import th
 DATA_LINKS = {"field_channels": "field_spec", "coord_dim": "coord_dim", "grid_shape": "grid_shape"}
 # ckpt_path values Lightning resolves itself rather than reading a file
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+# checkpoint kind (runtime/checkpoints.py) -> the class LightningCLI builds from it
+MODULE_CLASSES = {"autoencoder": "upt_lightning.modules.AutoencoderModule",
+                  "operator": "upt_lightning.modules.OperatorModule"}
 DESCRIPTION = (
     "Universal Physics Transformer surrogates of PDEs (LightningCLI). Stage 1: "
     "`upt fit --config conf/cli/burgers_autoencoder.yaml`; stage 2: `upt fit --config "
@@ -89,6 +95,46 @@ def check_ckpt_path(ckpt_path: str | None) -> None:
     read_checkpoint(ckpt_path, "--ckpt_path", mmap=True)
 
 
+def unparsable_checkpoint_message(ckpt_path: str, error: Exception) -> str:
+    """What to do about a checkpoint whose hyperparameters LightningCLI cannot parse as a model's arguments."""
+    from upt_lightning.runtime.checkpoints import KIND_NAMES, checkpoint_kind, read_checkpoint
+
+    checkpoint = read_checkpoint(ckpt_path, "--ckpt_path", mmap=True)
+    class_path = checkpoint["hyper_parameters"].get("_class_path")
+    if class_path is not None:
+        reason = str(error).split("Given value", 1)[0].strip()  # jsonargparse appends every hyperparameter
+        return f"--ckpt_path {ckpt_path}: its hyperparameters do not fit {class_path}: {reason}"
+    kind = checkpoint_kind(checkpoint)
+    if kind not in MODULE_CLASSES:
+        return (f"--ckpt_path {ckpt_path} is {KIND_NAMES.get(kind, 'no UPT checkpoint')}: upt validate/test "
+                "take stage-1 and stage-2 checkpoints of UPT only")
+    # Checkpoints that train.py wrote before UPTModuleBase.on_save_checkpoint recorded the class.
+    fix = (f"import torch; p={str(ckpt_path)!r}; c=torch.load(p, weights_only=True); "
+           f"c['hyper_parameters']['_class_path']={MODULE_CLASSES[kind]!r}; torch.save(c, p)")
+    return f"--ckpt_path {ckpt_path} does not name its model class; add it once with: python -c \"{fix}\""
+
+
+def continue_hint(subcommand: str, callbacks) -> str:
+    """How to continue a ``subcommand`` that a signal stopped: a fit from its newest checkpoint."""
+    if subcommand != "fit":
+        return "rerun the same command"
+    newest = [callback.best_model_path for callback in callbacks if callback.monitor is None]
+    newest += [callback.last_model_path for callback in callbacks]
+    path = next((p for p in newest if p and Path(p).is_file()), None)
+    if path is None:
+        return "no checkpoint was written yet: rerun the same command"
+    return f"rerun the same command with --ckpt_path {path} to continue"
+
+
+class RunInterrupted(SystemExit):
+    """A subcommand stopped by a signal: exits 128 + the signal's number; ``hint`` says how to continue."""
+
+    def __init__(self, signum: signal.Signals, hint: str) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.hint = hint
+
+
 def describe_root_cause(error: BaseException) -> str:
     """The message of the innermost exception in ``error``'s ``raise ... from`` chain."""
     while error.__cause__ is not None:
@@ -129,9 +175,10 @@ def drop_unaccepted_link_values(model) -> None:
 
 def build_cli_class():
     """The LightningCLI subclass (imported lazily: `upt --version` must not import torch)."""
+    from jsonargparse import ArgumentError
     from lightning.pytorch.cli import LightningCLI
 
-    from upt_lightning.errors import ConfigError
+    from upt_lightning.errors import CheckpointError, ConfigError, interrupting_signal
 
     class UPTLightningCLI(LightningCLI):
         @staticmethod
@@ -159,6 +206,27 @@ def build_cli_class():
                 if "weights_only" in self.config[subcommand] and self.config[subcommand].weights_only is None:
                     # torch < 2.6 would default to full unpickling: load weights-only unless told otherwise
                     self.config[subcommand].weights_only = True
+
+        def _parse_ckpt_path(self) -> None:
+            # On a mismatch jsonargparse would print its usage and every hyperparameter, then exit: have it
+            # raise instead, and say what to do.
+            exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
+            try:
+                super()._parse_ckpt_path()
+            except ArgumentError as error:
+                ckpt_path = self.config[self.config.subcommand].ckpt_path
+                raise CheckpointError(unparsable_checkpoint_message(ckpt_path, error)) from None
+            finally:
+                self.parser.exit_on_error = exit_on_error
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except (SystemExit, KeyboardInterrupt) as stop:
+                signum = interrupting_signal(stop)
+                if signum is None:
+                    raise
+                raise RunInterrupted(signum, continue_hint(subcommand, self.trainer.checkpoint_callbacks)) from stop
 
         def instantiate_classes(self) -> None:
             try:
@@ -203,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             parser_kwargs={"description": DESCRIPTION},
             args=cli_args,
         )
+    except RunInterrupted as stop:
+        print(f"upt: interrupted by {stop.signum.name}: {stop.hint}", file=sys.stderr)
+        return stop.code
     except Exception as error:
         message = user_error_message(error)  # also a user error raised in a ddp_spawn worker
         if message is None:

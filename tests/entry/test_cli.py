@@ -3,7 +3,8 @@
 The real conf/cli configs run with a second, tiny override config and a hand-written PDEBench
 per-sample-group file (16x16 travelling waves), so each command takes about a second plus imports.
 Stage 2 runs as a subprocess of the installed console script; the other commands call `main`
-in-process to save the import time of a new process (seconds each).
+in-process to save the import time of a new process (seconds each). validate/test also read a
+checkpoint of train.py, trained in-process on tiny generated data.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -25,6 +27,7 @@ import pytest
 import torch
 import yaml
 
+from helpers.entry import compose_train, tiny_overrides
 from upt_lightning import __version__
 from upt_lightning.cli import main
 
@@ -253,3 +256,67 @@ def test_no_arguments_prints_help_and_version_prints_version(in_workdir, capsys)
     assert "predict" not in help_text
     version = subprocess.run([upt_script(), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == f"upt_lightning {__version__}"
+
+
+def test_sigterm_stops_a_fit_with_status_143_naming_the_checkpoint_to_continue_from(in_workdir, capsys):
+    # A real SIGTERM after step 3 (epoch 1 of 2 steps each): Lightning's handler stops the fit.
+    status = run_main("fit", "--config", str(STAGE1), "--config", "tiny_stage1.yaml", "--trainer.max_epochs=2",
+                      "--trainer.callbacks+=upt_lightning.runtime.faults.SignalAtStep",
+                      "--trainer.callbacks.step=3", "--trainer.callbacks.signum=SIGTERM")
+    assert status == 143
+    err = capsys.readouterr().err
+    assert "upt: interrupted by SIGTERM: rerun the same command with --ckpt_path " in err
+    checkpoint = Path(err.split("--ckpt_path ", 1)[1].split()[0])
+    assert checkpoint.name == "last.ckpt"
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == TRAIN_BATCHES
+
+
+@pytest.fixture(scope="module")
+def train_py_run(tmp_path_factory):
+    """A tiny train.py run (in-process): its results and the data file it trained on."""
+    from upt_lightning.pipeline import run_experiment
+
+    tmp = tmp_path_factory.mktemp("train_py")
+    cfg = compose_train([*tiny_overrides("burgers_upt", tmp / "data"), f"+run_dir={tmp / 'run'}",
+                         f"cache_dir={tmp / 'cache'}", "evaluate.plots=false", "evaluate.superres=false"])
+    with one_thread():
+        results = run_experiment(cfg)
+    return SimpleNamespace(results=results, data=cfg.data.path, horizon=cfg.data.rollout_horizon,
+                           batch_size=cfg.data.batch_size)
+
+
+def test_a_train_py_checkpoint_is_read_by_test_and_load_from_checkpoint(train_py_run, tmp_path, monkeypatch):
+    from upt_lightning.modules import AutoencoderModule, OperatorModule
+
+    results = train_py_run.results
+    for path, module in ((results["autoencoder_ckpt"], AutoencoderModule), (results["operator_ckpt"], OperatorModule)):
+        hparams = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+        assert hparams["_class_path"] == f"{module.__module__}.{module.__qualname__}"
+        assert isinstance(module.load_from_checkpoint(path, map_location="cpu"), module)  # the extra key is ignored
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["upt"])
+    with one_thread():
+        assert run_main("test", "--config", str(STAGE2), "--ckpt_path", results["operator_ckpt"],
+                        f"--data.init_args.path={train_py_run.data}", "--data.init_args.generate=null",
+                        f"--data.init_args.rollout_horizon={train_py_run.horizon}",
+                        f"--data.init_args.batch_size={train_py_run.batch_size}", "--trainer.enable_progress_bar=false",
+                        "--trainer.logger.init_args.version=test") == 0
+    logged = metric_rows(tmp_path / "outputs/cli/burgers_upt/test/metrics.csv", "test/nrmse")[0]
+    for key in ("test/nrmse", "test/rmse", "test/rollout_nrmse_last", "test/persistence_nrmse"):
+        assert logged[key] == pytest.approx(results["metrics"][key], rel=1e-6), key
+
+
+def test_a_checkpoint_without_its_class_path_exits_2_with_the_fix(train_py_run, tmp_path, monkeypatch, capsys):
+    checkpoint = torch.load(train_py_run.results["operator_ckpt"], map_location="cpu", weights_only=True)
+    del checkpoint["hyper_parameters"]["_class_path"]  # as train.py wrote them before it recorded the class
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    monkeypatch.setattr(sys, "argv", ["upt"])
+    assert run_main("test", "--config", str(STAGE2), "--ckpt_path", str(old)) == 2
+    err = capsys.readouterr().err
+    assert f"upt: error: --ckpt_path {old} does not name its model class; add it once with: python -c" in err
+    assert "Given value" not in err and "Traceback" not in err
+    exec(err.split('python -c "', 1)[1].rsplit('"', 1)[0])  # the printed fix
+    fixed = torch.load(old, map_location="cpu", weights_only=True)["hyper_parameters"]["_class_path"]
+    assert fixed == "upt_lightning.modules.OperatorModule"

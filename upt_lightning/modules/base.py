@@ -275,6 +275,19 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         parts = (seed, rank, batch) if stream == 0 else (seed, rank, batch, stream)
         return torch.Generator().manual_seed(mix_seed(*parts))
 
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the module's class beside its hyperparameters, as LightningCLI's ``_class_path``.
+
+        ``upt validate/test --ckpt_path`` parse a checkpoint's hyperparameters as init arguments of the
+        class it names; without a name (checkpoints of train.py) they were parsed against the config's
+        class and refused. A checkpoint written by the CLI keeps its own entry. ``load_from_checkpoint``
+        passes a module only the hyperparameters its ``__init__`` takes, so the extra key is ignored there.
+        """
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:
+            hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
+
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         hp = self.hparams

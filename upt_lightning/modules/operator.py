@@ -180,6 +180,7 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
 
     # ------------------------------------------------------- anchored decoding
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the class path (UPTModuleBase)
         checkpoint["anchor_weights"] = [float(w) for w in self.anchor_weights]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
