@@ -1,8 +1,11 @@
-"""The sweep summary's rollout comparison: curves read in horizon order, one per model, persistence beside."""
+"""The sweep summary: rollout comparison (curves in horizon order, one per model, persistence beside), default
+columns, and jobs that ended without results.json."""
 
 from __future__ import annotations
 
-from upt_lightning.sweep import default_metrics, rollout_curve, write_rollout_comparison
+import json
+
+from upt_lightning.sweep import default_metrics, main, rollout_curve, write_rollout_comparison
 
 
 def _job(name: str, model: str | None, curve: list[float]) -> dict:
@@ -39,3 +42,18 @@ def test_default_columns_put_the_validation_objective_beside_its_test_figures():
     # Results of runs before the objective moved to validation keep their test objective.
     job["objective_metric"] = "test/rollout_nrmse_h2"
     assert default_metrics([job]) == ("test/rollout_nrmse_h2", "test/persistence_rollout_nrmse_h2", "test/nrmse")
+
+
+def test_a_job_without_results_is_listed_as_failed_with_its_overrides_and_the_exit_status_is_1(tmp_path, capsys):
+    finished = tmp_path / "0"
+    finished.mkdir()
+    (finished / "results.json").write_text(json.dumps({**_job("0", "upt", [0.1, 0.2]), "overrides": ["seed=1"]}))
+    interrupted = tmp_path / "1" / ".hydra"  # Hydra writes .hydra/ before the job starts
+    interrupted.mkdir(parents=True)
+    (interrupted / "overrides.yaml").write_text("- seed=2\n- loss.lambda_inv_enc=0.1\n")
+    assert main([str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"failed: job 1 ({tmp_path / '1'}): seed=2 loss.lambda_inv_enc=0.1" in out
+    assert "1 of 2 jobs failed" in err
+    header, *rows = (tmp_path / "sweep_summary.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["0"]  # the table and CSV hold the finished job

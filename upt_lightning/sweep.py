@@ -6,6 +6,12 @@ loss.lambda_inv_dec), a heatmap PNG of the objective over them. When the jobs tr
 models (UPT and the FNO baseline) a model column names each job's; the train_s column gives the
 seconds each job spent training (stage 1 and stage 2; a cached stage 1 counts as the moment it
 took to load it).
+
+A job directory without results.json (interrupted, killed or crashed; also one still running) is a
+failed job: it is listed under the table with its overrides, the table and CSV hold the finished jobs,
+and the exit status is 1, so a script running the summary notices. Exit status 2: no job directory at
+all. Rerunning a grid sweep with the same ``hydra.sweep.dir`` continues the failed jobs from their
+checkpoints.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
-
 
 
 def default_metrics(jobs: list[dict]) -> tuple[str, ...]:
@@ -33,16 +39,43 @@ def default_metrics(jobs: list[dict]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m for m in names if m is not None and (m == objective or m in present)))
 
 
-def load_jobs(sweep_dir: Path) -> list[dict]:
-    """[{"job": name, "overrides": {key: value}, "metrics": {...}, ...}] sorted by job directory."""
-    jobs = []
-    for path in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        results = json.loads(path.read_text())
-        overrides = dict(item.split("=", 1) for item in results.get("overrides", []) if "=" in item)
-        jobs.append({**results, "job": path.parent.name, "overrides": overrides})
-    if not jobs:
-        raise FileNotFoundError(f"no */results.json under {sweep_dir}: is it a multirun directory of train.py?")
-    return jobs
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job directories in job order: those Hydra gave a ``.hydra/`` folder, or that hold
+    train.py's results.json or config.yaml."""
+    markers = (".hydra", "results.json", "config.yaml")
+    dirs = [path for path in sweep_dir.iterdir() if path.is_dir() and any((path / m).exists() for m in markers)]
+    return sorted(dirs, key=lambda path: (len(path.name), path.name))
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """Hydra's ``["key=value", ...]`` -> ``{key: value}``."""
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def load_jobs(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(finished, failed) jobs in job order. Finished: results.json with ``"job": name`` and ``"overrides":
+    {key: value}``; failed (no results.json): ``{"job", "overrides"}``, from .hydra/overrides.yaml if present."""
+    dirs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
+    if not dirs:
+        raise FileNotFoundError(f"no job directories under {sweep_dir}: is it a multirun directory of train.py?")
+    finished, failed = [], []
+    for path in dirs:
+        if (path / "results.json").is_file():
+            results = json.loads((path / "results.json").read_text())
+            finished.append({**results, "job": path.name, "overrides": parse_overrides(results.get("overrides", []))})
+        else:
+            saved = path / ".hydra" / "overrides.yaml"
+            items = OmegaConf.to_container(OmegaConf.load(saved)) if saved.is_file() else []
+            failed.append({"job": path.name, "overrides": parse_overrides(items)})
+    return finished, failed
+
+
+def report_failed(failed: list[dict], sweep_dir: Path) -> None:
+    """One line per failed job: its name and overrides, and where its log is."""
+    print(f"{len(failed)} failed job(s), without results.json (interrupted or crashed; see <job>/train.log):")
+    for job in failed:
+        overrides = " ".join(f"{key}={value}" for key, value in job["overrides"].items()) or "(no overrides)"
+        print(f"  failed: job {job['job']} ({sweep_dir / job['job']}): {overrides}")
 
 
 def varying_keys(jobs: list[dict]) -> list[str]:
@@ -131,10 +164,23 @@ def write_rollout_comparison(jobs: list[dict], path: Path) -> Path | None:
 
 
 def summarise(sweep_dir: Path, metrics: tuple[str, ...] | None = None, objective: str | None = None) -> dict:
-    jobs = load_jobs(sweep_dir)
+    """Print and write the summary; returns {"jobs": finished count, "failed": [failed job names], "csv", ...}."""
+    jobs, failed = load_jobs(sweep_dir)
+    out: dict = {"jobs": len(jobs), "failed": [job["job"] for job in failed]}
+    if jobs:
+        out.update(summarise_finished(jobs, sweep_dir, metrics, objective, len(failed)))
+    if failed:
+        report_failed(failed, sweep_dir)
+    return out
+
+
+def summarise_finished(jobs: list[dict], sweep_dir: Path, metrics: tuple[str, ...] | None, objective: str | None,
+                       failures: int) -> dict:
+    """Table, sweep_summary.csv, heatmap and rollout comparison of the finished ``jobs``."""
     metrics = metrics or default_metrics(jobs)
     header, rows = summary_rows(jobs, metrics)
-    table = Table(title=f"sweep {sweep_dir} ({len(jobs)} jobs)")
+    failed_note = f", {failures} failed: listed below" if failures else ""
+    table = Table(title=f"sweep {sweep_dir} ({len(jobs)} jobs{failed_note})")
     for name in header:
         table.add_column(name, justify="left" if name == "job" else "right")
     for row in rows:
@@ -142,7 +188,7 @@ def summarise(sweep_dir: Path, metrics: tuple[str, ...] | None = None, objective
     Console(width=max(100, 26 * len(header))).print(table)
     with open(sweep_dir / "sweep_summary.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    out = {"jobs": len(jobs), "csv": sweep_dir / "sweep_summary.csv"}
+    out = {"csv": sweep_dir / "sweep_summary.csv"}
     numeric = [k for k in varying_keys(jobs) if all(_is_number(job["overrides"].get(k)) for job in jobs)]
     if len(numeric) == 2:
         metric = objective or metrics[0]
@@ -170,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objective", help="metric of the heatmap (default: the first metric)")
     args = parser.parse_args(argv)
     try:
-        summarise(args.sweep_dir, tuple(args.metric) if args.metric else None, args.objective)
+        out = summarise(args.sweep_dir, tuple(args.metric) if args.metric else None, args.objective)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if out["failed"]:
+        total = out["jobs"] + len(out["failed"])
+        print(f"error: {len(out['failed'])} of {total} jobs failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
