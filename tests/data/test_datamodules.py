@@ -103,7 +103,7 @@ def test_loaders_give_raw_train_windows_and_val_one_step_plus_rollout(tmp_path):
         batch_size=4,
         train_horizon=2,
         rollout_horizon=3,
-        rollout_start=1,
+        rollout_starts=[1],
         frame_stride=1,
     )
     assert (
@@ -140,6 +140,23 @@ def test_loaders_give_raw_train_windows_and_val_one_step_plus_rollout(tmp_path):
         torch.testing.assert_close(
             batch["targets"][0], torch.from_numpy(tensor[ids[0], 2:5]), rtol=0, atol=0
         )
+
+
+def test_rollout_windows_start_at_every_listed_frame(tmp_path):
+    tensor = write_1d(tmp_path / "a.h5", steps=8)
+    dm = make(tmp_path / "a.h5", rollout_horizon=3, rollout_starts=[4, 0], split=[0.6, 0.2, 0.2])
+    assert dm.rollout_starts == [0, 4]
+    ids = dm.test_trajectories
+    windows = [(tr, t0, b["targets"][row]) for b in dm.test_dataloader()[1]
+               for row, (tr, t0) in enumerate(zip(b["traj"].tolist(), b["t0"].tolist()))]
+    assert [(tr, t0) for tr, t0, _ in windows] == [(tr, t0) for t0 in (0, 4) for tr in ids]
+    for tr, t0, targets in windows:
+        torch.testing.assert_close(targets, torch.from_numpy(tensor[tr, t0 + 1:t0 + 4]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs 9"):  # a start whose window runs past the last frame
+        make(tmp_path / "a.h5", rollout_horizon=3, rollout_starts=[0, 5])
+    for bad in ([], [0, 0], [-1], [1.5]):
+        with pytest.raises(ValueError, match="rollout_starts"):
+            GridDataModule(tmp_path / "a.h5", rollout_starts=bad)
 
 
 def test_frame_stride_scales_dt(tmp_path):

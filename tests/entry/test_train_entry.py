@@ -46,7 +46,8 @@ def test_latent_refinement_runs_through_the_latent_cache_validation_and_test(tmp
 @pytest.mark.slow
 def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*tiny_overrides("burgers_upt", tmp_path / "data"), "stage2.anchor=true", f"hydra.run.dir={run_dir}"]
+    args = [*tiny_overrides("burgers_upt", tmp_path / "data"), "stage2.anchor=true", f"hydra.run.dir={run_dir}",
+            "data.rollout_starts=[0,2]"]
     done = run_train(args)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("config.yaml", "results.json", "rollout_nrmse.png", "rollout_snapshots.png", "conservation.png",
@@ -55,6 +56,11 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     for key in ("test/nrmse", "test/persistence_nrmse", "test/rollout_nrmse_h3", "superres/rollout_nrmse_h3"):
         assert results["metrics"][key] > 0, key
+    # Two rollout starts: each reported apart, the plain figure their mean (one window per trajectory and start).
+    for name in ("rollout", "persistence_rollout"):
+        per_start = [results["metrics"][f"test/start{t0}/{name}_nrmse_h3"] for t0 in (0, 2)]
+        assert results["metrics"][f"test/{name}_nrmse_h3"] == pytest.approx(sum(per_start) / 2, rel=1e-5)
+    assert per_start[0] != per_start[1]
     # burgers2d declares its conserved mean velocity and dissipated energy: their drift per horizon is logged.
     for name in ("mean_u", "mean_v", "energy"):
         assert all(results["metrics"][f"test/conservation/{name}_h{k}"] >= 0 for k in (1, 2, 3)), name

@@ -289,3 +289,34 @@ def test_ddp_ranks_compute_the_single_process_result(tmp_path):
         synced = torch.load(tmp_path / f"rank{rank}.pt")
         _assert_same_results(synced["field"], field.compute())
         _assert_same_results(synced["rollout"], rollout.compute())
+
+
+def test_rollout_evaluation_reports_each_start_and_averages_over_them():
+    from upt_lightning.modules.evaluation import RolloutEvaluation
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 3, 16, 2, generator=gen)
+    last_input = torch.randn(6, 16, 2, generator=gen)
+    # start 5's windows are predicted worse than start 0's
+    pred = target + torch.tensor([0.1, 0.4] * 3).view(6, 1, 1, 1) * torch.randn(6, 3, 16, 2, generator=gen)
+    t0 = torch.tensor([0, 5] * 3)
+    both = RolloutEvaluation(3, 2, (16,), ["u", "v"], starts=[5, 0])
+    both.update(pred[:4], target[:4], last_input[:4], t0=t0[:4])  # two batches, each holding both starts
+    both.update(pred[4:], target[4:], last_input[4:], t0=t0[4:])
+    out = both.compute_and_reset("test")
+    for start in (0, 5):
+        alone = RolloutEvaluation(3, 2, (16,), ["u", "v"])
+        rows = t0 == start
+        alone.update(pred[rows], target[rows], last_input[rows])
+        reference = alone.compute_and_reset("test")
+        for k in (1, 2, 3):
+            for name in ("rollout", "persistence_rollout"):
+                assert out[f"test/start{start}/{name}_nrmse_h{k}"] == pytest.approx(
+                    float(reference[f"test/{name}_nrmse_h{k}"]), rel=1e-6)
+    for k in (1, 2, 3):
+        mean = (out[f"test/start0/rollout_nrmse_h{k}"] + out[f"test/start5/rollout_nrmse_h{k}"]) / 2
+        assert out[f"test/rollout_nrmse_h{k}"] == pytest.approx(float(mean), rel=1e-6)
+        assert out[f"test/start5/rollout_nrmse_h{k}"] > 2 * out[f"test/start0/rollout_nrmse_h{k}"]
+    one = RolloutEvaluation(3, 2, (16,), ["u", "v"], starts=[0])  # one start: only the plain keys
+    one.update(pred, target, last_input, t0=torch.zeros(6, dtype=torch.long))
+    assert not [key for key in one.compute_and_reset("test") if "/start" in key]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from upt_lightning.data.collate import collate_mesh_windows, collate_windows
 from upt_lightning.data.datasets import TrajectoryWindows
@@ -53,7 +53,8 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
 
     ``train_dataloader`` yields windows of ``train_horizon`` steps, shuffled. ``val_dataloader``
     and ``test_dataloader`` return ``[one-step loader, rollout loader]``: next-step windows over
-    the split, and one window of ``rollout_horizon`` steps per trajectory from ``rollout_start``.
+    the split, and one window of ``rollout_horizon`` steps per trajectory from each frame of
+    ``rollout_starts`` (rollout metrics average over all of them; see :func:`rollout_windows`).
     Frames are ``frame_stride`` file steps apart; windows start every ``window_stride`` frames.
 
     ``frame_weight_power`` > 0 draws the training windows (with replacement, as many per epoch as there
@@ -83,7 +84,7 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         rollout_horizon: int = 10,
         frame_stride: int = 1,
         window_stride: int = 1,
-        rollout_start: int = 0,
+        rollout_starts: Sequence[int] = (0,),
         split: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         max_stat_trajectories: int = 64,
@@ -112,9 +113,9 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
                 f"frame_weight_power must be a finite number >= 0 (0 draws every training window equally often), "
                 f"got {frame_weight_power!r}"
             )
-        if rollout_start < 0:
-            raise ValueError(f"rollout_start must be >= 0, got {rollout_start}")
+        rollout_starts = check_rollout_starts(rollout_starts)
         self.save_hyperparameters()
+        self.hparams["rollout_starts"] = rollout_starts
         # The checked list, explicitly: under LightningCLI save_hyperparameters keeps the arguments as given
         # (a bare float), not this frame's reassigned value.
         self.hparams["period"] = period
@@ -182,9 +183,7 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         self.eval_sets = {
             name: [
                 TrajectoryWindows(source, ids, 1, **windows),
-                TrajectoryWindows(
-                    source, ids, hp.rollout_horizon, 1, hp.frame_stride, hp.rollout_start, 1
-                ),
+                rollout_windows(source, ids, hp.rollout_horizon, hp.frame_stride, hp.rollout_starts),
             ]
             for name, ids in (("val", self.val_trajectories), ("test", self.test_trajectories))
         }
@@ -250,6 +249,11 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
             return None
         values = list(self.hparams.period)
         return tuple(values * self.coord_dim if len(values) == 1 else values)
+
+    @property
+    def rollout_starts(self) -> list[int]:
+        """The start frames of the rollout windows (``data.rollout_starts``), sorted."""
+        return list(self.hparams.rollout_starts)
 
     @property
     def dt(self) -> float:
@@ -354,6 +358,28 @@ def periodic_stats(stats: dict[str, torch.Tensor], period: Sequence[float], path
     # points land at (i + 0.5) / n, the centres of n equal cells, as the patch centres of GridEncoder do.
     start = low - 0.5 * (span - extent)
     return {**stats, "coord_min": start, "coord_max": start + span}
+
+
+def check_rollout_starts(starts) -> list[int]:
+    """``data.rollout_starts`` as a sorted list of distinct frame numbers >= 0 (an int is one start)."""
+    values = [starts] if isinstance(starts, int) else list(starts or [])
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(f"rollout_starts must be frame numbers >= 0, e.g. [0, 5, 10], got {starts!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"rollout_starts lists a frame twice: {values}")
+    return sorted(values)
+
+
+def rollout_windows(source: TrajectorySource, trajectories: Sequence[int], horizon: int, frame_stride: int,
+                    starts: Sequence[int]) -> Dataset:
+    """One rollout window of ``horizon`` steps per trajectory and start frame, ordered by start.
+
+    Later starts test a model where the flow has changed (a decaying flow is smooth late); every trajectory
+    contributes one window per start, so a mean over the windows is the mean over starts of the per-start
+    means. Items carry their start as ``t0``, by which the evaluation also reports each start apart.
+    """
+    windows = [TrajectoryWindows(source, trajectories, horizon, 1, frame_stride, start, 1) for start in starts]
+    return windows[0] if len(windows) == 1 else ConcatDataset(windows)
 
 
 def grid_axes(coords: torch.Tensor, grid_shape: Sequence[int]) -> list[torch.Tensor]:

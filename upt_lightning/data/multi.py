@@ -187,6 +187,11 @@ class MultiDataModule(LoaderSettings, L.LightningDataModule):
         self._loaded()
         return self.children[self.names[0]].coord_dim
 
+    @property
+    def rollout_starts(self) -> list[int]:
+        """The start frames of the rollout windows, the same for every dataset (``data.rollout_starts``)."""
+        return self.children[self.names[0]].rollout_starts
+
     def describe(self) -> dict[str, dict]:
         """{name: path, kind, field_spec, grid_shape, coord_dim, dt, trajectories per split}, JSON-able,
         in config order: what a checkpoint records about its data."""

@@ -76,13 +76,24 @@ class OneStepEvaluation(nn.Module):
         return out
 
 
+def starts_reported_apart(starts: Sequence[int] | None) -> list[int]:
+    """The rollout start frames that get figures of their own: all of them when there are several, none for
+    one start (its figures are the plain ones)."""
+    return sorted(int(s) for s in starts) if starts is not None and len(starts) > 1 else []
+
+
 class RolloutEvaluation(nn.Module):
     """Accumulates per-horizon-step rollout errors of the model and of persistence, and the drift of the
     data set's conserved or dissipated quantities (``conserved``: ``resolve_quantities`` of its declaration,
-    see metrics/conservation.py)."""
+    see metrics/conservation.py).
+
+    With several ``starts`` (the start frames of the rollout windows, ``data.rollout_starts``) the model's and
+    persistence's nRMSE are also kept per start (``<prefix>/start<t0>/rollout_nrmse_h<k>``); the plain keys
+    average over every window, hence over the starts.
+    """
 
     def __init__(self, horizon: int, num_channels: int, grid_shape, channel_names: Sequence[str],
-                 conserved: Mapping | None = None):
+                 conserved: Mapping | None = None, starts: Sequence[int] | None = None):
         super().__init__()
         kwargs = dict(horizon=horizon, num_channels=num_channels, grid_shape=grid_shape,
                       channel_names=list(channel_names))
@@ -90,14 +101,25 @@ class RolloutEvaluation(nn.Module):
         self.model = RolloutErrorMetrics(**kwargs)
         self.persistence = RolloutErrorMetrics(**kwargs)
         self.conservation = ConservationDrift(conserved, horizon) if conserved else None
+        self.starts = starts_reported_apart(starts)
+        self.by_start = nn.ModuleDict({f"{name}_{s}": RolloutErrorMetrics(**kwargs) for s in self.starts
+                                       for name in ("rollout", "persistence_rollout")})
 
-    def update(self, pred, target, last_input, mask=None) -> None:
-        """pred, target: raw (B, K, N, C); last_input: raw (B, N, C)."""
+    def update(self, pred, target, last_input, mask=None, t0=None) -> None:
+        """pred, target: raw (B, K, N, C); last_input: raw (B, N, C); t0: (B,) start frames (with ``starts``)."""
         self.model.update(pred.float(), target.float(), mask)
         baseline = last_input.float().unsqueeze(1).expand_as(target)
         self.persistence.update(baseline, target.float(), mask)
         if self.conservation is not None:
             self.conservation.update(pred, target, mask)
+        if self.starts:
+            if t0 is None:
+                raise ValueError("rollout metrics per start need the windows' start frames (t0)")
+            for start in t0.unique().tolist():
+                rows = t0 == start
+                sub_mask = None if mask is None else mask[rows]
+                self.by_start[f"rollout_{start}"].update(pred[rows].float(), target[rows].float(), sub_mask)
+                self.by_start[f"persistence_rollout_{start}"].update(baseline[rows], target[rows].float(), sub_mask)
 
     def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {}
@@ -109,6 +131,13 @@ class RolloutEvaluation(nn.Module):
                     for k in range(per_step.shape[0]):
                         out[f"{prefix}/{name}_{key}_h{k + 1}"] = per_step[k]
                     out[f"{prefix}/{name}_{key}_last"] = per_step[-1]
+        for key, metrics in self.by_start.items():
+            name, start = key.rsplit("_", 1)
+            if updated_on_any_rank(metrics):
+                per_step = synced_compute(metrics)["nrmse"]
+                for k in range(per_step.shape[0]):
+                    out[f"{prefix}/start{start}/{name}_nrmse_h{k + 1}"] = per_step[k]
+            metrics.reset()
         if self.conservation is not None:
             if updated_on_any_rank(self.conservation):
                 for name, per_step in synced_compute(self.conservation).items():

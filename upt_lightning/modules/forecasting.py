@@ -15,7 +15,12 @@ from upt_lightning.fields import channel_names as channel_names_of
 from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.models.multi_dataset import batch_dataset
 from upt_lightning.modules.dataset_logs import per_dataset_logs
-from upt_lightning.modules.evaluation import OneStepEvaluation, RolloutEvaluation, without_padding
+from upt_lightning.modules.evaluation import (
+    OneStepEvaluation,
+    RolloutEvaluation,
+    starts_reported_apart,
+    without_padding,
+)
 
 
 class ForecastEvaluationMixin:
@@ -88,9 +93,11 @@ class ForecastEvaluationMixin:
     def _rollout_eval(self, stage: str, horizon: int) -> RolloutEvaluation:
         attr = f"{stage}_rollout"
         current = getattr(self, attr)
-        if current is None or current.horizon != horizon:
+        # The rollout windows' start frames (data.rollout_starts), reported apart when there are several.
+        starts = getattr(getattr(self._trainer, "datamodule", None), "rollout_starts", None)
+        if current is None or current.horizon != horizon or current.starts != starts_reported_apart(starts):
             current = RolloutEvaluation(horizon, self.num_channels, self.grid_shape, self._rollout_names,
-                                        self.conserved)
+                                        self.conserved, starts)
             setattr(self, attr, current.to(self.device))
         return current
 
@@ -110,7 +117,8 @@ class ForecastEvaluationMixin:
             getattr(self, f"{stage}_onestep").update(pred, b.raw_targets[:, 0], b.raw_fields, b.mask)
         else:
             pred = self.rollout_batch_normalised(b, b.targets.shape[1])
-            rollout_eval.update(self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask)
+            rollout_eval.update(self.normalizer.denormalize_fields(pred), b.raw_targets, b.raw_fields, b.mask,
+                                t0=batch.get("t0"))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._evaluate(batch, dataloader_idx, "val")

@@ -19,7 +19,7 @@ from upt_lightning.metrics.conservation import resolve_quantities
 from upt_lightning.models.anchors import anchor_factors
 
 # Window settings of the top of a multi-dataset data group that each dataset inherits.
-SHARED_KEYS = ("train_horizon", "rollout_horizon", "frame_stride", "window_stride", "rollout_start", "split",
+SHARED_KEYS = ("train_horizon", "rollout_horizon", "frame_stride", "window_stride", "rollout_starts", "split",
                "split_seed", "layout")
 # Entries of a dataset that the evaluation reads, not its DataModule.
 EVALUATION_KEYS = ("superres", "conservation")

@@ -30,7 +30,8 @@ log = logging.getLogger("upt_lightning.pipeline")
 MODES = ("auto", "never")
 TRAINING_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "state_dict")
 # Config entries that may change between an interrupted run and its continuation.
-FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "data.conservation", "callbacks.progress",
+FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "data.conservation", "data.rollout_starts",
+             "callbacks.progress",
              "callbacks.sync_free_checks", "model.compile", "stage2.anchor",
              # Lightning's ModelCheckpoint (runs before RunDirCheckpoint existed) and RunDirCheckpoint share their state
              "callbacks.checkpoint._target_", "callbacks.last_checkpoint._target_")

@@ -29,6 +29,8 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
     """Hash of everything stage 1 depends on: its settings, the model's encoder/decoder, sampling, data."""
     data = datamodule_settings(cfg)
     data.pop("num_workers", None)
+    for settings in (data, *(data.get("datasets") or {}).values()):
+        settings.pop("rollout_starts", None)  # stage 2's evaluation windows: stage 1 reconstructs frames
     identity = {
         "stage1": _stage1_settings(cfg),
         "model": {k: OmegaConf.to_container(cfg.model, resolve=True).get(k)

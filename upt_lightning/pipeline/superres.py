@@ -16,7 +16,7 @@ import h5py
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.data.datasets import TrajectoryWindows
+from upt_lightning.data.datamodules import rollout_windows
 from upt_lightning.data.readers import open_source
 from upt_lightning.data.recipes import GENERATOR
 from upt_lightning.errors import DataError
@@ -118,7 +118,7 @@ def superres_metrics(cfg: DictConfig, model: OperatorModule | FNOModule, datamod
     fine_ids = torch.full((source.num_trajectories,), -1, dtype=torch.long)
     fine_ids[positions] = torch.tensor(ids)
     # The coarse test rollout windows (datamodule.setup), cut from the same trajectories of the finer file.
-    windows = TrajectoryWindows(source, positions, hp.rollout_horizon, 1, hp.frame_stride, hp.rollout_start, 1)
+    windows = rollout_windows(source, positions, hp.rollout_horizon, hp.frame_stride, hp.rollout_starts)
     source.close()  # loader workers open their own handle
     model.eval()
     metric = RolloutErrorMetrics(hp.rollout_horizon, datamodule.num_channels, source.grid_shape,
