@@ -3,6 +3,7 @@ columns, and jobs that ended without results.json."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 from upt_lightning.sweep import default_metrics, main, rollout_curve, write_rollout_comparison
@@ -57,3 +58,24 @@ def test_a_job_without_results_is_listed_as_failed_with_its_overrides_and_the_ex
     assert "1 of 2 jobs failed" in err
     header, *rows = (tmp_path / "sweep_summary.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["0"]  # the table and CSV hold the finished job
+
+
+def test_seeds_are_summarised_as_mean_and_spread_and_only_gaps_beyond_both_spreads_count(tmp_path, capsys):
+    figures = {  # (model, seed): (one step, h10)
+        ("upt", 0): (0.0030, 0.020), ("upt", 1): (0.0032, 0.024), ("upt", 2): (0.0034, 0.022),
+        ("fno", 0): (0.0018, 0.021), ("fno", 1): (0.0019, 0.025), ("fno", 2): (0.0020, 0.023),
+    }
+    for job, ((model, seed), (one_step, h10)) in enumerate(figures.items()):
+        (tmp_path / str(job)).mkdir()
+        results = {"model": model, "overrides": [f"+experiment=burgers_{model}", f"seed={seed}"],
+                   "objective_metric": "val/rollout_nrmse_h10",
+                   "metrics": {"test/nrmse": one_step, "test/rollout_nrmse_h10": h10, "val/rollout_nrmse_h10": h10}}
+        (tmp_path / str(job) / "results.json").write_text(json.dumps(results))
+    assert main([str(tmp_path)]) == 0
+    with open(tmp_path / "seeds_summary.csv") as handle:
+        header, upt, fno, difference = list(csv.reader(handle))
+    assert header[:4] == ["group", "seeds", "test/nrmse", "test/rollout_nrmse_h10"]
+    assert upt[:4] == ["upt +experiment=burgers_upt", "0,1,2", "0.0032 ± 0.0002", "0.022 ± 0.002"]
+    assert fno[:4] == ["fno +experiment=burgers_fno", "0,1,2", "0.0019 ± 0.0001", "0.023 ± 0.002"]
+    # one step: a gap of 0.0013, beyond both spreads; h10: 0.001, within them
+    assert difference[2:4] == ["fno +experiment=burgers_fno lower (0.59x)", "within spread"]

@@ -5,7 +5,8 @@ sweep_summary.csv and, when two numeric overrides vary (for example loss.lambda_
 loss.lambda_inv_dec), a heatmap PNG of the objective over them. When the jobs trained different
 models (UPT and the FNO baseline) a model column names each job's; the train_s column gives the
 seconds each job spent training (stage 1 and stage 2; a cached stage 1 counts as the moment it
-took to load it).
+took to load it). When ``seed`` varies, a second table gives each group's mean ± standard deviation over
+its seeds, and for two groups which differences exceed both spreads (sweep_seeds.py; seeds_summary.csv).
 
 A job directory without results.json (interrupted, killed or crashed; also one still running) is a
 failed job: it is listed under the table with its overrides, the table and CSV hold the finished jobs,
@@ -25,6 +26,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from upt_lightning.sweep_seeds import REPORTED, SEED_KEY, seed_groups, seed_table
 
 
 def default_metrics(jobs: list[dict]) -> tuple[str, ...]:
@@ -194,11 +197,29 @@ def summarise_finished(jobs: list[dict], sweep_dir: Path, metrics: tuple[str, ..
         metric = objective or metrics[0]
         out["heatmap"] = write_heatmap(jobs, numeric[0], numeric[1], metric, sweep_dir / "sweep_heatmap.png")
         print(f"heatmap: {out['heatmap']}")
+    if SEED_KEY in varying_keys(jobs):
+        out["seeds_csv"] = print_seed_summary(jobs, sweep_dir, metrics)
     comparison = write_rollout_comparison(jobs, sweep_dir / "rollout_comparison.png")
     if comparison is not None:
         out["rollout_comparison"] = comparison
         print(f"rollout curves: {comparison}")
     return out
+
+
+def print_seed_summary(jobs: list[dict], sweep_dir: Path, metrics: tuple[str, ...]) -> Path:
+    """Mean ± spread over the seeds of each group of jobs (sweep_seeds.py); writes seeds_summary.csv."""
+    groups = seed_groups(jobs, varying_keys(jobs), _model)
+    header, rows = seed_table(groups, (*REPORTED, *(m for m in metrics if m not in REPORTED)))
+    table = Table(title=f"mean ± standard deviation over seeds ({len(jobs)} jobs)")
+    for name in header:
+        table.add_column(name, justify="left" if name in ("group", "seeds") else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(100, 24 * len(header))).print(table)
+    path = sweep_dir / "seeds_summary.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return path
 
 
 def _is_number(value) -> bool:
