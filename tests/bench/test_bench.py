@@ -45,6 +45,8 @@ ROW_KEYS = {
     "peak": {"workload": LABEL, "gflop": POSITIVE, "time_s": POSITIVE, "gflop_per_s": POSITIVE,
              "fraction_of_matmul": POSITIVE},
     "allocator": {"allocator": LABEL, "time_s": POSITIVE, "page_faults": NON_NEGATIVE},
+    "prediction_cost": {"grid": LABEL, "method": LABEL, "key": LABEL, "total_s": POSITIVE, "ms_per_frame": POSITIVE,
+                        "over_solver": POSITIVE},
 }
 SUMMARY_KEYS = {
     "queries": ("decoder_saved_ratio_half", "step_saved_ratio_half", "step_speedup_half", "inv_enc_speedup_half",
@@ -59,8 +61,11 @@ SUMMARY_KEYS = {
     "peak": ("matmul_gflop_per_s", "step_gflop_per_s", "step_fraction_of_matmul", "flop_share_GridEncoder",
              "flop_share_AnyPointDecoder", "flop_share_LatentOperator"),
     "allocator": ("speedup",),
+    "prediction_cost": tuple(f"{key}_over_solver_16x16" for key in ("upt_refined_all", "upt_plain_all",
+                                                                    "upt_refined_last", "upt_physical")),
 }
-TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0, "allocator": 0}
+TARGET_COUNT = {"queries": 2, "rollout": 1, "decoder": 1, "mesh": 0, "throughput": 3, "peak": 0, "allocator": 0,
+                "prediction_cost": 0}
 # rollout's second table: the FNO baseline beside UPT's latent rollout (needs neuraloperator).
 FNO_ROW_KEYS = {"grid": LABEL, "steps": POSITIVE, "upt_latent_final_s": POSITIVE, "upt_latent_all_s": POSITIVE,
                 "fno_s": POSITIVE, "fno_over_upt_latent_all": POSITIVE, "fno_over_upt_latent_final": POSITIVE}
@@ -217,3 +222,21 @@ def test_cuda_without_a_gpu_and_unknown_names_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["querys"])
     assert "invalid choice: 'querys'" in capsys.readouterr().err
+
+
+def test_prediction_cost_times_every_method_on_every_grid_and_its_solver_makes_the_data(results):
+    from upt_lightning.bench.prediction_cost import burgers_starts, solver_frames
+    from upt_lightning.data.solvers.trajectories import burgers2d_grid_trajectories
+
+    rows = results["prediction_cost"]["rows"]
+    expected = {"upt_refined_all", "upt_plain_all", "upt_refined_last", "upt_physical", "solver"}
+    expected |= {"fno"} if HAS_NEURALOP else set()
+    for grid in ("16x16", "32x32"):
+        assert {row["key"] for row in rows if row["grid"] == grid} == expected
+        assert next(row["over_solver"] for row in rows if row["grid"] == grid and row["key"] == "solver") == 1.0
+    # The solver's frames are the data set's: its trajectory 0 (seed 0), solved on 16x16, written on 32x32.
+    options = {"resolution": 16, "output_resolution": 32, "max_wavenumber": 3, "num_steps": 3, "dt_out": 0.05,
+               "nu": 0.015, "amplitude": 0.5, "cfl": 0.5, "batch_size": 1}
+    data = next(burgers2d_grid_trajectories(1, 0, select=[0], **options))  # (T, X, Y, 2)
+    frames = solver_frames(burgers_starts(1, 16), 2, 32)  # (1, 2, 2, X, Y)
+    torch.testing.assert_close(frames[0].permute(0, 2, 3, 1), data[1:], rtol=1e-6, atol=1e-8)

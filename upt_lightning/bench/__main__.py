@@ -1,4 +1,4 @@
-"""Command line: ``python -m upt_lightning.bench {queries,rollout,decoder,mesh,throughput,peak,allocator,all}``."""
+"""Command line: ``python -m upt_lightning.bench {queries,rollout,decoder,mesh,throughput,peak,allocator,prediction_cost,all}``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from upt_lightning.bench import allocator, decoder, mesh, peak, queries, rollout, throughput
+from upt_lightning.bench import allocator, decoder, mesh, peak, prediction_cost, queries, rollout, throughput
 from upt_lightning.bench.options import BenchOptions
 from upt_lightning.bench.plots import plot_queries
 from upt_lightning.bench.report import environment, print_result, write_json
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "throughput": throughput.run,
     "peak": peak.run,
     "allocator": allocator.run,
+    "prediction_cost": prediction_cost.run,
 }
 PLOTS = {"queries": plot_queries}
 
