@@ -89,7 +89,8 @@ CASES = [
     ("t-coordinate length", on_file(replace("t-coordinate", lambda t: t[:3])), r"'/t-coordinate' has shape \(3,\)", None),
     ("data file missing", lambda c, t: grid_overrides(t, t / "nope.h5"), r"nope\.h5 does not exist", None),
     ("mesh smaller than supernodes", mesh, r"num_supernodes=32 exceeds the 20 points .*at most 20", SUBPROCESS),
-    ("refinement points above the mesh", lambda c, t: mesh(c, t, "stage2.inference_refinement.points=64", supernodes=16),
+    ("refinement points above the mesh",
+     lambda c, t: mesh(c, t, "stage2.inference_refinement.points=64", supernodes=16),
      r"stage2\.inference_refinement\.points=64 exceeds the 20 points .*at most 20", None),
     # configs
     ("unknown experiment", lambda c, t: ["+experiment=no_such_experiment"], r"no_such_experiment.*burgers_upt",

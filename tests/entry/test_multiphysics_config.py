@@ -143,7 +143,8 @@ def test_stage1_checkpoints_of_one_dataset_and_of_several_are_refused_for_the_ot
 
     check(multi_cfg, multi_ckpt, multi_data)  # each kind is accepted for its own kind of run
     check(single_cfg, single_ckpt, single_data)
-    with pytest.raises(CheckpointError, match=r"is a multi-dataset stage-1 checkpoint \(datasets \['burgers', 'ns2d'\]\)"):
+    multi_kind = r"is a multi-dataset stage-1 checkpoint \(datasets \['burgers', 'ns2d'\]\)"
+    with pytest.raises(CheckpointError, match=multi_kind):
         check(single_cfg, multi_ckpt, single_data)
     with pytest.raises(CheckpointError, match=r"is a one-dataset stage-1 checkpoint .* data.datasets names"):
         check(multi_cfg, single_ckpt, multi_data)

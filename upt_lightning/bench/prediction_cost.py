@@ -126,7 +126,7 @@ def run(options: BenchOptions) -> BenchResult:
                for key in METHODS if (first, key) in by and key != "solver"}
     return BenchResult(
         name="prediction_cost",
-        title=f"Seconds per predicted frame (after a warm-up call, best of {sizes['repeats']}): {sizes['batch']} trajectories, "
-              f"{sizes['steps']} steps, against the solver",
+        title=f"Seconds per predicted frame (after a warm-up call, best of {sizes['repeats']}): "
+              f"{sizes['batch']} trajectories, {sizes['steps']} steps, against the solver",
         columns=COLUMNS, rows=rows, summary=summary, settings={**sizes, "refinement": REFINEMENT}, notes=notes,
     )
