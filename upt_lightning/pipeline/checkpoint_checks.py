@@ -104,9 +104,8 @@ def _check_datasets(path: Path, arch: dict[str, Any], expected: dict[str, dict])
             f"autoencoder_ckpt={path} was trained on the datasets {sorted(saved)}, but data.datasets names "
             f"{sorted(expected)}: use the checkpoint of a run on these datasets, or drop autoencoder_ckpt"
         )
-    mismatch = [f"{name}.{key}: checkpoint {_plain(saved[name].get(key))}, now {_plain(entry[key])}"
-                for name, entry in expected.items() for key in entry
-                if _plain(saved[name].get(key)) != _plain(entry[key])]
+    current = {f"{name}.{key}": value for name, entry in expected.items() for key, value in entry.items()}
+    mismatch = _differences({key: saved[key.split(".", 1)[0]].get(key.split(".", 1)[1]) for key in current}, current)
     if mismatch:
         raise CheckpointError(
             f"autoencoder_ckpt={path} was trained on other data ({'; '.join(mismatch)}): use the data it was trained "

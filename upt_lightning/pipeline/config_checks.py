@@ -16,6 +16,7 @@ from upt_lightning.modules.nonfinite import NAN_POLICIES
 from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.modules.refine import check_inference_refinement, check_refinement
 from upt_lightning.pipeline.model_kind import model_kind
+from upt_lightning.pipeline.multi_data import is_multi_data
 from upt_lightning.pipeline.optim_settings import optim_settings
 from upt_lightning.pipeline.stage2 import stage2_mapping
 from upt_lightning.pipeline.time_budget import check_time_limits
@@ -177,7 +178,7 @@ def check_config(cfg: DictConfig) -> None:
     anchor = cfg.stage2.get("anchor", False)
     if not isinstance(anchor, bool):
         raise ConfigError(f"stage2.anchor={anchor!r} must be true or false (anchored decoding, modules/anchor.py)")
-    if anchor and (model_kind(cfg) == "fno" or cfg.data.get("datasets") is not None):
+    if anchor and (model_kind(cfg) == "fno" or is_multi_data(cfg)):
         raise ConfigError("stage2.anchor=true fits anchored decoding for a one-dataset UPT; this run has "
                           f"{'the FNO baseline' if model_kind(cfg) == 'fno' else 'several datasets'}: "
                           "set stage2.anchor=false")
