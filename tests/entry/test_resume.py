@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers.entry import run_train, tiny_overrides
+from upt_lightning.pipeline.resume import config_differences
 
 FAULT = "UPT_LIGHTNING_FAULT"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same (and fastest) thread count in every run, so results compare exactly
@@ -24,6 +25,16 @@ def command(tmp_path, name):
             "stage1.max_epochs=2", "stage2.max_epochs=3", "loss.inverse_loss_warmup_epochs=1",
             # validate (and so write best-*.ckpt) every epoch: step 3 falls back to that checkpoint
             "stage1.trainer.check_val_every_n_epoch=1", "stage2.trainer.check_val_every_n_epoch=1"]
+
+
+def test_a_run_saved_with_removed_stage2_settings_resumes_when_they_were_off():
+    """stage2.input_noise and stage2.anchor were removed (docs/accuracy.md, "Measured, not kept")."""
+    current = {"seed": 0, "stage2": {"lr": 1e-3}}
+    assert config_differences({"seed": 0, "stage2": {"lr": 1e-3, "input_noise": 0.0, "anchor": False}}, current) == []
+    assert config_differences({"seed": 0, "stage2": {"lr": 1e-3, "anchor": True}}, current) == []  # after training
+    # Noise trained another model: continuing it without would mix two runs.
+    assert config_differences({"seed": 0, "stage2": {"lr": 1e-3, "input_noise": 0.05}}, current) == [
+        "stage2.input_noise: 0.05 -> '<absent>'"]
 
 
 def curriculum(log: str) -> dict[int, str]:

@@ -29,7 +29,6 @@ def test_every_experiment_composes_and_runs_fast_dev_run(experiment, tmp_path):
     # The objective a sweep minimises is the validation metric of the best checkpoint, not a test metric.
     assert results["objective_metric"] == "val/rollout_nrmse_h3"
     assert results["objective"] == metrics["val/rollout_nrmse_h3"] > 0
-    assert results["anchor"] is None and "anchor" not in results["phase_times_s"]  # opt-in (stage2.anchor)
 
 
 def test_latent_refinement_runs_through_the_latent_cache_validation_and_test(tmp_path):
@@ -46,8 +45,7 @@ def test_latent_refinement_runs_through_the_latent_cache_validation_and_test(tmp
 @pytest.mark.slow
 def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*tiny_overrides("burgers_upt", tmp_path / "data"), "stage2.anchor=true", f"hydra.run.dir={run_dir}",
-            "data.rollout_starts=[0,2]"]
+    args = [*tiny_overrides("burgers_upt", tmp_path / "data"), f"hydra.run.dir={run_dir}", "data.rollout_starts=[0,2]"]
     done = run_train(args)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("config.yaml", "results.json", "rollout_nrmse.png", "rollout_snapshots.png", "conservation.png",
@@ -69,12 +67,7 @@ def test_train_py_default_experiment_writes_the_run_directory(tmp_path):
     assert "GPU available" in done.stdout and "GPU available" in (run_dir / "train.log").read_text()
     assert "GPU available" not in done.stderr and "Tip:" not in done.stdout + done.stderr
     phases = results["phase_times_s"]
-    assert set(phases) == {"data_and_checks", "stage1", "stage2", "anchor", "validate", "test", "plots"}
-    # Anchored decoding (asked for) was fitted on the validation windows (3 steps of the tiny rollout) and went
-    # into the best checkpoint, which the evaluation loads.
-    anchor = results["anchor"]
-    assert len(anchor["weights"]) == 3 and all(0 <= w <= 1 for w in anchor["weights"])
-    assert torch.load(results["operator_ckpt"], weights_only=True)["anchor_weights"] == anchor["weights"]
+    assert set(phases) == {"data_and_checks", "stage1", "stage2", "validate", "test", "plots"}
     for stage in ("stage1", "stage2"):  # 3 batches of 4 windows per stage, on the CPU (no accelerator memory)
         throughput = results["throughput"][stage]
         assert throughput["samples"] == 12 and throughput["max_memory_allocated_mb"] is None

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from upt_lightning.losses import (
+    OperatorLoss,
     compute_inverse_loss_curriculum_weight,
     compute_operator_loss_bundle,
     forward_loss,
@@ -18,6 +19,7 @@ from upt_lightning.losses import (
     rollout_loss,
     spectral_loss,
 )
+from upt_lightning.losses.bundle import _term_weights
 
 
 class ScaledCoordinateDecoder(nn.Module):
@@ -213,6 +215,34 @@ def test_bundle_computes_only_terms_with_non_zero_effective_weight():
     assert after.total.item() == pytest.approx(4.0 + 0.002 * 4.0)
     off = compute_operator_loss_bundle(**inputs, weights={"lambda_forward": 0.0})
     assert off.components == {} and off.total.item() == 0.0 and decoder.calls == 1
+
+
+@pytest.mark.parametrize("epoch, inv_enc, conservation", [
+    (None, 0.03, 0.02),  # no epoch: the base weights
+    (15, 0.0, 0.0),  # the seed's default warm-up of 15 epochs: still 0 at its end
+    (16, 0.002, 0.02 / 15),  # the ramp: base * (16 - 15) / 15
+    (29, 0.028, 0.02 * 14 / 15),
+    (40, 0.03, 0.02),  # the ramp's end: the base weight, under the default cap 0.05
+])
+def test_bundle_weights_follow_the_one_curriculum_with_its_defaults(epoch, inv_enc, conservation):
+    weights = {"lambda_inv_enc": 0.03, "lambda_conservation": 0.02, "lambda_rollout": 0.25}
+    expected = {"lambda_forward": 1.0, "lambda_inv_enc": inv_enc, "lambda_inv_dec": 0.0, "lambda_rollout": 0.25,
+                "lambda_spectral": 0.0, "lambda_conservation": conservation}
+    assert _term_weights(weights, epoch) == pytest.approx(expected)
+    # The same numbers as training's OperatorLoss at that epoch: one implementation of defaults and curriculum.
+    loss = OperatorLoss(weights)
+    if epoch is not None:
+        loss.set_epoch(epoch)
+    assert _term_weights(weights, epoch) == loss.weights(0)
+
+
+def test_bundle_reads_the_curriculum_settings_from_its_weights_mapping():
+    inputs = _bundle_inputs()
+    weights = {"lambda_inv_enc": 0.5, "inverse_loss_warmup_epochs": 2, "inverse_loss_max_weight": 0.1}
+    bundle = compute_operator_loss_bundle(**inputs, weights=weights, current_epoch=3)
+    assert bundle.weights == pytest.approx({"L_forward": 1.0, "L_inv_enc": 0.1})  # ramp 0.25, capped at 0.1
+    assert bundle.total.item() == pytest.approx(4.0 + 0.1 * 4.0)
+    assert compute_operator_loss_bundle(**inputs, weights=weights, current_epoch=1).weights == {"L_forward": 1.0}
 
 
 def test_bundle_with_every_weight_zero_returns_a_zero_on_the_inputs_device_and_dtype():

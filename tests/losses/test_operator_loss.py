@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from upt_lightning.losses import OperatorLoss, compute_operator_loss_bundle
-from upt_lightning.losses.bundle import TERM_WEIGHT_KEYS
+from upt_lightning.losses.bundle import TERM_WEIGHT_KEYS, _term_weights
 
 
 def make(**kwargs):
@@ -62,6 +62,13 @@ def test_unknown_keys_and_impossible_settings_are_refused_by_name():
         OperatorLoss({"lambda_inv_enc": -0.1})
     with pytest.raises(ValueError, match="inverse_loss_frequency"):
         OperatorLoss({}, inverse_frequency=0)
+
+
+def test_the_defaults_are_the_seeds_and_the_bundles():
+    loss = OperatorLoss({})
+    assert (loss.warmup_epochs, loss.max_weight, loss.inverse_frequency, loss.epoch) == (15, 0.05, 1, None)
+    assert loss.weights(0) == {key: 1.0 if key == "lambda_forward" else 0.0 for key in TERM_WEIGHT_KEYS}
+    assert loss.weights(0) == _term_weights(None, None)
 
 
 def test_the_conservation_weight_follows_the_curriculum_but_not_the_inverse_frequency():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers.modules import TINY_OPERATOR, grid_coords, loader, make_trainer, travelling_waves
+from upt_lightning.errors import CheckpointError
 from upt_lightning.modules import AutoencoderModule, OperatorModule
 
 STATS = {
@@ -55,6 +56,24 @@ def test_load_from_checkpoint_alone_reproduces_raw_predictions(trained_operator,
                              norm.normalize_dt(0.1).expand(2))
         manual = norm.denormalize_fields(loaded.decode(latent, points))
     torch.testing.assert_close(expected, manual)
+
+
+def test_checkpoints_of_the_removed_anchored_decoding_load_without_weights_and_are_refused_with_them(
+        trained_operator, tmp_path):
+    model, path = trained_operator
+    checkpoint = torch.load(path, weights_only=True)
+    assert "anchor_weights" not in checkpoint and "input_noise" not in checkpoint["hyper_parameters"]
+    # An earlier version saved anchor_weights (empty: no anchoring) and the input_noise hyperparameter.
+    checkpoint["anchor_weights"] = []
+    checkpoint["hyper_parameters"]["input_noise"] = 0.0
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    fields, coords = raw_inputs()
+    older = OperatorModule.load_from_checkpoint(tmp_path / "older.ckpt", weights_only=True).eval()
+    torch.testing.assert_close(older(fields, coords), model.eval()(fields, coords))
+    checkpoint["anchor_weights"] = [0.7, 0.2]  # fitted weights: its predictions relied on them
+    torch.save(checkpoint, tmp_path / "anchored.ckpt")
+    with pytest.raises(CheckpointError, match=r"anchor_weights \[0.7, 0.2\] of anchored decoding .* was removed"):
+        OperatorModule.load_from_checkpoint(tmp_path / "anchored.ckpt", weights_only=True)
 
 
 def test_rollout_decodes_only_requested_steps_and_any_points(trained_operator):

@@ -8,10 +8,11 @@ Pure functions of tensors, plus the models they decode or re-encode with:
 * ``compute_inverse_loss_curriculum_weight``: the seed's warmup schedule of their weights;
 * ``compute_operator_loss_bundle`` -> ``LossBundle``: all weighted terms of one step;
 * ``OperatorLoss``: the base weights, the inverse terms' batch frequency and curriculum: the one
-  place that decides each term's effective weight at a batch, calling the bundle.
+  place that decides each term's effective weight at a batch, calling the bundle (whose own
+  ``weights`` and ``current_epoch`` go through it too).
 """
 
-from upt_lightning.losses.bundle import DEFAULT_WEIGHTS, LossBundle, compute_operator_loss_bundle
+from upt_lightning.losses.bundle import LossBundle, compute_operator_loss_bundle
 from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
 from upt_lightning.losses.inverse import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.latent import forward_loss, masked_mse, rollout_loss
@@ -19,7 +20,6 @@ from upt_lightning.losses.operator_loss import OperatorLoss
 from upt_lightning.losses.spectral import spectral_loss
 
 __all__ = [
-    "DEFAULT_WEIGHTS",
     "LossBundle",
     "OperatorLoss",
     "compute_inverse_loss_curriculum_weight",

@@ -10,22 +10,12 @@ from torch import nn
 
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
 from upt_lightning.losses.conservation import conservation_loss
-from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
+from upt_lightning.losses.curriculum import MAX_WEIGHT, WARMUP_EPOCHS, compute_inverse_loss_curriculum_weight
 from upt_lightning.losses.inverse import inverse_decoding_loss, inverse_encoding_loss
 from upt_lightning.losses.latent import forward_loss, rollout_loss
 from upt_lightning.losses.shared_decode import inverse_losses_from_one_decode, shares_one_decode
 from upt_lightning.losses.spectral import spectral_loss
 
-DEFAULT_WEIGHTS = {
-    "lambda_forward": 1.0,
-    "lambda_inv_enc": 0.0,
-    "lambda_inv_dec": 0.0,
-    "lambda_rollout": 0.0,
-    "lambda_spectral": 0.0,
-    "lambda_conservation": 0.0,
-    "inverse_loss_warmup_epochs": 15,
-    "inverse_loss_max_weight": 0.05,
-}
 # term -> (its weight key, the arguments it cannot run without)
 TERMS = {
     "L_forward": ("lambda_forward", ("pred_next", "target_next")),
@@ -55,18 +45,35 @@ class LossBundle:
         return {name: self.weights[name] * value for name, value in self.components.items()}
 
 
-def _effective_weights(weights: Mapping | None, current_epoch: int | None) -> dict[str, float]:
-    given = dict(weights or {})
-    unknown = sorted(set(given) - set(DEFAULT_WEIGHTS))
+def base_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Every term's weight key -> its checked base weight: ``weights`` over the defaults (1 for
+    ``lambda_forward``, 0 for every other term). The one place of these defaults: the bundle and
+    ``OperatorLoss`` both read weights through it."""
+    unknown = sorted(set(weights) - set(TERM_WEIGHT_KEYS))
     if unknown:
-        raise ValueError(f"unknown loss weight keys {unknown}; known keys are {sorted(DEFAULT_WEIGHTS)}")
-    merged = {**DEFAULT_WEIGHTS, **given}
-    out = {key: check_weight(key, merged[key]) for key, _ in TERMS.values()}
-    warmup = check_non_negative_int("inverse_loss_warmup_epochs", merged["inverse_loss_warmup_epochs"])
-    cap = check_weight("inverse_loss_max_weight", merged["inverse_loss_max_weight"])
+        raise ValueError(f"unknown loss weight keys {unknown}; known keys are {list(TERM_WEIGHT_KEYS)}")
+    defaults = {key: 1.0 if key == "lambda_forward" else 0.0 for key in TERM_WEIGHT_KEYS}
+    return {key: check_weight(f"loss.{key}", value) for key, value in {**defaults, **weights}.items()}
+
+
+def curriculum_weights(base: Mapping[str, float], epoch: int, warmup_epochs: int,
+                       max_weight: float) -> dict[str, float]:
+    """The curriculum's weights at ``epoch`` of the terms it schedules (:data:`CURRICULUM_WEIGHT_KEYS`), from
+    their ``base`` weights. The one application of the curriculum: the bundle and ``OperatorLoss`` share it."""
+    return {key: compute_inverse_loss_curriculum_weight(epoch, base[key], warmup_epochs, max_weight)
+            for key in CURRICULUM_WEIGHT_KEYS}
+
+
+def _term_weights(weights: Mapping | None, current_epoch: int | None) -> dict[str, float]:
+    """Every term's weight key -> its weight at ``current_epoch`` (None: the base weights) from the seed's one
+    ``weights`` mapping: term weights plus ``inverse_loss_warmup_epochs`` and ``inverse_loss_max_weight``."""
+    given = dict(weights or {})
+    warmup = given.pop("inverse_loss_warmup_epochs", WARMUP_EPOCHS)
+    warmup = check_non_negative_int("inverse_loss_warmup_epochs", warmup)
+    cap = check_weight("inverse_loss_max_weight", given.pop("inverse_loss_max_weight", MAX_WEIGHT))
+    out = base_weights(given)
     if current_epoch is not None:
-        for key in CURRICULUM_WEIGHT_KEYS:
-            out[key] = compute_inverse_loss_curriculum_weight(current_epoch, out[key], warmup, cap)
+        out.update(curriculum_weights(out, current_epoch, warmup, cap))
     return out
 
 
@@ -119,7 +126,8 @@ def compute_operator_loss_bundle(
     ``lambda_spectral``; ``L_conservation`` (conservation_pred, conservation_target: physical fields
     (B, N, C), conservation_quantities: resolved declarations; ``mask`` marks padding) ->
     ``lambda_conservation``. Weights default to 0.0 except ``lambda_forward``; unknown keys and
-    negative weights raise ValueError.
+    negative weights raise ValueError. The defaults and the curriculum are those ``OperatorLoss``
+    applies in training (:func:`base_weights`, :func:`curriculum_weights`).
 
     A term with a non-zero weight whose inputs are missing raises ValueError naming them: a
     configured loss runs or fails, it is never skipped silently (the seed's implementation skipped
@@ -129,11 +137,12 @@ def compute_operator_loss_bundle(
     (operator_loss.py) does, and is what the training modules call.
 
     With ``current_epoch`` set, both inverse weights (and the conservation weight) follow
-    ``compute_inverse_loss_curriculum_weight`` with ``inverse_loss_warmup_epochs`` (15) and
-    ``inverse_loss_max_weight`` (0.05): the weight is 0 before the warmup *and at
-    epoch == warmup_epochs* (the ramp starts from zero), then ramps linearly to the base weight,
-    capped by the max weight. ``num_queries``, ``query_strategy``, ``grid_shape``, ``generator``
-    and ``per_sample`` go to both inverse losses, ``sampled_gradient`` to ``inverse_decoding_loss``.
+    ``compute_inverse_loss_curriculum_weight`` with ``inverse_loss_warmup_epochs`` and
+    ``inverse_loss_max_weight`` (default: the seed's 15 and 0.05, curriculum.py): the weight is 0
+    before the warmup *and at epoch == warmup_epochs* (the ramp starts from zero), then ramps
+    linearly to the base weight, capped by the max weight. ``num_queries``, ``query_strategy``,
+    ``grid_shape``, ``generator`` and ``per_sample`` go to both inverse losses, ``sampled_gradient``
+    to ``inverse_decoding_loss``.
     If every weight is 0, ``total`` is a zero tensor on the device of the given tensors.
 
     When both inverse losses run with sampling and a grid encoder (``accepts_point_subsets``
@@ -149,7 +158,7 @@ def compute_operator_loss_bundle(
         conservation_pred=conservation_pred, conservation_target=conservation_target,
         conservation_quantities=conservation_quantities or None,
     )
-    weight_of = _effective_weights(weights, current_epoch)
+    weight_of = _term_weights(weights, current_epoch)
     active = {name: weight_of[key] for name, (key, _) in TERMS.items() if weight_of[key] != 0.0}
     for name in active:
         key, required = TERMS[name]

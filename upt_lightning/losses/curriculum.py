@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
 
+# The seed's warm-up and cap: the defaults of every caller that schedules the weights (the bundle, OperatorLoss).
+WARMUP_EPOCHS = 15
+MAX_WEIGHT = 0.05
+
 
 def compute_inverse_loss_curriculum_weight(
     epoch: int,
     base_weight: float,
-    warmup_epochs: int = 15,
-    max_weight: float = 0.05,
+    warmup_epochs: int = WARMUP_EPOCHS,
+    max_weight: float = MAX_WEIGHT,
 ) -> float:
     """Weight of an inverse loss at ``epoch`` (the seed's formula, unchanged).
 

@@ -1,4 +1,5 @@
-"""The operator stage's loss: the one owner of every term's weight and of when the inverse terms apply."""
+"""The operator stage's loss: the one place that decides every term's weight at a training batch, and
+when the inverse terms apply (with the bundle's defaults and curriculum, bundle.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import Mapping
 from upt_lightning.losses.bundle import (
     CURRICULUM_WEIGHT_KEYS,
     INVERSE_WEIGHT_KEYS,
-    TERM_WEIGHT_KEYS,
     LossBundle,
+    base_weights,
     compute_operator_loss_bundle,
+    curriculum_weights,
 )
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
-from upt_lightning.losses.curriculum import compute_inverse_loss_curriculum_weight
+from upt_lightning.losses.curriculum import MAX_WEIGHT, WARMUP_EPOCHS
 
 
 class OperatorLoss:
@@ -26,7 +28,9 @@ class OperatorLoss:
     * the inverse terms only: 0 on batches with ``batch_idx % inverse_frequency != 0``, and with
       ``use_inverse`` False.
 
-    The other terms (forward, rollout, spectral) always have their base weight. The curriculum callback
+    The other terms (forward, rollout, spectral) always have their base weight. The defaults and the
+    curriculum are the bundle's own (:func:`base_weights`, :func:`curriculum_weights`), so training and
+    ``compute_operator_loss_bundle(weights=..., current_epoch=...)`` weigh alike. The curriculum callback
     sets the epoch whenever training starts or resumes (also in the middle of an epoch) and at every
     epoch start; the LightningModule asks :meth:`weights` for each batch and calls the bundle through
     :meth:`__call__`.
@@ -35,17 +39,13 @@ class OperatorLoss:
         weights: base weights by key (``lambda_forward``, ``lambda_inv_enc``, ...; missing keys are 0
             except ``lambda_forward``, which defaults to 1).
         inverse_frequency: the inverse terms run on every N-th *batch* (the seed's frequency counts batches).
-        warmup_epochs, max_weight: the curriculum's warm-up and cap.
+        warmup_epochs, max_weight: the curriculum's warm-up and cap (default: the seed's 15 and 0.05).
         use_inverse: False switches both inverse terms off whatever their weights.
     """
 
-    def __init__(self, weights: Mapping[str, float], inverse_frequency: int = 1, warmup_epochs: int = 0,
-                 max_weight: float = 0.05, use_inverse: bool = True):
-        unknown = sorted(set(weights) - set(TERM_WEIGHT_KEYS))
-        if unknown:
-            raise ValueError(f"unknown loss weight keys {unknown}; known keys are {list(TERM_WEIGHT_KEYS)}")
-        defaults = {key: 1.0 if key == "lambda_forward" else 0.0 for key in TERM_WEIGHT_KEYS}
-        self.base = {key: check_weight(f"loss.{key}", value) for key, value in {**defaults, **weights}.items()}
+    def __init__(self, weights: Mapping[str, float], inverse_frequency: int = 1, warmup_epochs: int = WARMUP_EPOCHS,
+                 max_weight: float = MAX_WEIGHT, use_inverse: bool = True):
+        self.base = base_weights(weights)
         self.inverse_frequency = check_non_negative_int("loss.inverse_loss_frequency", inverse_frequency)
         if self.inverse_frequency < 1:
             raise ValueError(f"loss.inverse_loss_frequency must be >= 1 (every N batches), got {inverse_frequency}")
@@ -61,13 +61,9 @@ class OperatorLoss:
     def scheduled_weights(self) -> dict[str, float]:
         """The curriculum's weights of the current epoch, before the batch frequency:
         ``{lambda_inv_enc, lambda_inv_dec, lambda_conservation: ...}``."""
-        out = {}
-        for key in CURRICULUM_WEIGHT_KEYS:
-            base = 0.0 if key in INVERSE_WEIGHT_KEYS and not self.use_inverse else self.base[key]
-            if self.epoch is not None:
-                base = compute_inverse_loss_curriculum_weight(self.epoch, base, self.warmup_epochs, self.max_weight)
-            out[key] = base
-        return out
+        base = {key: 0.0 if key in INVERSE_WEIGHT_KEYS and not self.use_inverse else self.base[key]
+                for key in CURRICULUM_WEIGHT_KEYS}
+        return base if self.epoch is None else curriculum_weights(base, self.epoch, self.warmup_epochs, self.max_weight)
 
     def inverse_weights(self) -> dict[str, float]:
         """The inverse weights of the current epoch, before the batch frequency: ``{lambda_inv_enc: ..., ...}``."""

@@ -29,12 +29,15 @@ log = logging.getLogger("upt_lightning.pipeline")
 
 MODES = ("auto", "never")
 TRAINING_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "state_dict")
-# Config entries that may change between an interrupted run and its continuation.
+# Config entries that may change between an interrupted run and its continuation. stage2.anchor (removed,
+# docs/accuracy.md "Measured, not kept") acted after training only: a run saved with it continues without it.
 FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "data.conservation", "data.rollout_starts",
              "callbacks.progress",
              "callbacks.sync_free_checks", "model.compile", "stage2.anchor",
              # Lightning's ModelCheckpoint (runs before RunDirCheckpoint existed) and RunDirCheckpoint share their state
              "callbacks.checkpoint._target_", "callbacks.last_checkpoint._target_")
+# Removed settings and their value that meant "off": a run saved with that value trained as runs do now.
+REMOVED_OFF_VALUES = {"stage2.input_noise": 0.0}
 UNREADABLE_SUFFIX = ".unreadable"
 FNO_SIZE_KEYS = ("n_modes", "hidden_channels", "n_layers", "fno_kwargs")
 
@@ -121,9 +124,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     """"key: saved -> current" for each entry that differs, ignoring :data:`FREE_KEYS`.
 
     An entry absent on one side and null on the other does not differ: a run saved before a setting
-    existed (say ``time_budget``) had what the setting's null default means, and continues.
+    existed (say ``time_budget``) had what the setting's null default means, and continues. Likewise a
+    removed setting saved at its off value (:data:`REMOVED_OFF_VALUES`).
     """
     old, new = _flat(saved), _flat(current)
+    old = {key: value for key, value in old.items() if (key, value) not in REMOVED_OFF_VALUES.items()}
     free = tuple(FREE_KEYS) + tuple(f"{k}." for k in FREE_KEYS)
     return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
             for key in sorted(set(old) | set(new))

@@ -14,7 +14,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError, is_user_error
-from upt_lightning.pipeline.anchor import anchor_enabled, fit_anchor
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
 from upt_lightning.pipeline.baseline import train_fno
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
@@ -120,9 +119,6 @@ def run_experiment(cfg: DictConfig) -> dict:
         lap("stage1")
         trainer, model, best = train_operator(cfg, datamodule, autoencoder_ckpt, run_dir)
     lap("stage2")
-    anchor = fit_anchor(trainer, model, datamodule, best) if anchor_enabled(cfg, model) else None
-    if anchor is not None:
-        lap("anchor")
 
     # The objective of sweeps and searches is a validation metric of the best checkpoint: hyperparameters
     # chosen on the test split would make its figures optimistic. Test metrics are reported beside it.
@@ -144,7 +140,6 @@ def run_experiment(cfg: DictConfig) -> dict:
         "phase_times_s": phases,
         "device": str(model.device),
         "throughput": stage_throughput(run_dir),
-        "anchor": anchor,
     }
     if is_multi_data(cfg):  # each dataset's file, fields, grid, time step and trajectories per split
         results["datasets"] = datamodule.describe()

@@ -38,7 +38,6 @@ def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorMo
         query_strategy=cfg.sampling.strategy,
         per_sample_queries=cfg.sampling.per_sample,
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
-        input_noise=cfg.stage2.get("input_noise", 0.0),
         latent_refinement=stage2_mapping(cfg, "latent_refinement"),
         inference_refinement=stage2_mapping(cfg, "inference_refinement"),
         lr=cfg.stage2.lr,
