@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from upt_lightning.modules import optim as optim_module
-from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.models.builders import build_decoder, build_encoder
 from upt_lightning.modules.optim import build_optimizer
 
 

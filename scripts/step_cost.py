@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.models.builders import build_decoder, build_encoder
 from upt_lightning.modules.optim import build_optimizer
 
 ENCODER = {"kind": "grid", "patch_size": 8, "dim": 96, "depth": 2, "num_heads": 4, "pooling": "patch"}

@@ -210,9 +210,16 @@ def build_cli_class():
         def _parse_ckpt_path(self) -> None:
             # On a mismatch jsonargparse would print its usage and every hyperparameter, then exit: have it
             # raise instead, and say what to do.
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            hparams = checkpoint_init_args(ckpt_path)
+            if not hparams:
+                return
             exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
             try:
-                super()._parse_ckpt_path()
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
             except ArgumentError as error:
                 ckpt_path = self.config[self.config.subcommand].ckpt_path
                 raise CheckpointError(unparsable_checkpoint_message(ckpt_path, error)) from None
@@ -243,6 +250,31 @@ def build_cli_class():
                     print(line)
 
     return UPTLightningCLI
+
+
+# Init arguments of removed options, with the value that meant "off": checkpoints of earlier versions store them
+# among their hyperparameters (docs/accuracy.md, "Measured, not kept").
+REMOVED_INIT_ARGS = {"input_noise": 0.0}
+
+
+def checkpoint_init_args(ckpt_path: str | Path) -> dict[str, Any]:
+    """A checkpoint's hyperparameters as LightningCLI parses them into the model's init arguments
+    (``{"class_path", "dict_kwargs"}`` when it names its class), without removed options left at "off"; one
+    that was on is refused, as the model would not predict as it was trained to."""
+    import torch
+
+    from upt_lightning.errors import CheckpointError
+
+    hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    for key, off in REMOVED_INIT_ARGS.items():
+        if key in hparams and hparams.pop(key) != off:
+            raise CheckpointError(f"{ckpt_path} was trained with {key} on, an option that was removed "
+                                  "(docs/accuracy.md, \"Measured, not kept\"): evaluate it with the version that "
+                                  "trained it")
+    if "_class_path" in hparams:
+        return {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+    return hparams
 
 
 def main(argv: list[str] | None = None) -> int:

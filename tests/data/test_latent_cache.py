@@ -16,7 +16,7 @@ from upt_lightning.data.datasets import TrajectoryWindows
 from upt_lightning.data.latent_cache import LatentCache, encoder_fingerprint
 from upt_lightning.data.readers import open_source
 from upt_lightning.models import MeshEncoder
-from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.models.normalizer import FieldNormalizer
 
 
 @pytest.fixture(scope="module")

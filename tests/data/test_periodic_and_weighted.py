@@ -16,7 +16,7 @@ from upt_lightning.data.datamodules import GridDataModule
 from upt_lightning.data.writers import PDEBench2DWriter
 from upt_lightning.errors import ConfigError, DataError
 from upt_lightning.modules import AutoencoderModule
-from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.models.normalizer import FieldNormalizer
 from upt_lightning.pipeline.config_checks import check_against_data
 from upt_lightning.pipeline.stage1 import decoder_settings
 from helpers.entry import compose_train

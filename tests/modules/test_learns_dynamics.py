@@ -6,7 +6,7 @@ import pytest
 from upt_lightning.callbacks import InverseLossCurriculum
 from upt_lightning.data import GridDataModule
 from upt_lightning.modules import AutoencoderModule, OperatorModule
-from upt_lightning.modules.refine import check_inference_refinement
+from upt_lightning.models.refinement import check_inference_refinement
 
 QUIET = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
              enable_model_summary=False)

@@ -8,7 +8,7 @@ from helpers.modules import loader
 from upt_lightning.data.latent_cache import encoder_fingerprint
 from upt_lightning.errors import ConfigError
 from upt_lightning.modules import AutoencoderModule, OperatorModule
-from upt_lightning.modules.refine import check_inference_refinement, check_refinement, refine_latents
+from upt_lightning.models.refinement import check_inference_refinement, check_refinement, refine_latents
 from upt_lightning.pipeline.config_checks import check_config
 
 SETTINGS = {"steps": 50, "lr": 5e-2, "points": 64, "rate": "fixed"}
@@ -165,7 +165,7 @@ def test_the_correction_lowers_the_reconstruction_error_the_rollout_starts_from(
     operator.hparams["inference_refinement"] = check_inference_refinement({"steps": 30, "lr": 0.5, "points": 64})
     batch = operator.prepare_batch(next(iter(loader())))
     with torch.no_grad():
-        latent, correction = operator._start(batch.fields, batch.coords, batch.meta)
+        latent, correction = operator.model.start(batch.fields, batch.coords, batch.meta)
         plain = (operator.decode(latent, batch.coords) - batch.fields).pow(2).mean()
         corrected = (operator.decode(latent + correction, batch.coords) - batch.fields).pow(2).mean()
     assert corrected < 0.85 * plain, (corrected, plain)

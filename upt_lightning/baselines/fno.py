@@ -16,9 +16,9 @@ from upt_lightning.fields import channel_names, total_channels, validate_field_s
 from upt_lightning.modules.base import PreparedBatch
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
-from upt_lightning.modules.normalizer import FieldNormalizer
+from upt_lightning.models.normalizer import FieldNormalizer
 from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
-from upt_lightning.modules.rollout import check_decode_steps
+from upt_lightning.models.upt import check_decode_steps
 from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 

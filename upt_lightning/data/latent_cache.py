@@ -40,7 +40,7 @@ def _hash_state(digest, sub: torch.nn.Module) -> None:
 def encoder_fingerprint(module: torch.nn.Module) -> str:
     """SHA-256 of what the latents depend on: ``module.encoder``'s weights, buffers and scalar
     settings (e.g. radius, supernodes) and ``module.normalizer``'s statistics; with latent refinement
-    (modules/refine.py) also its settings and the decoder's weights, which the refinement reads."""
+    (models/refinement.py) also its settings and the decoder's weights, which the refinement reads."""
     digest = hashlib.sha256()
     for part in ("encoder", "normalizer"):
         sub = getattr(module, part, None)

@@ -1,5 +1,8 @@
 """Plain ``nn.Module`` models of the UPT pipeline; they know nothing of Lightning.
 
+``UPT`` is the whole surrogate (normaliser, encoder, operator, decoder, refinement, rollouts), loadable from
+a stage-2 checkpoint with ``UPT.from_checkpoint`` and callable on tensors without Lightning.
+
 ``GridEncoder`` / ``MeshEncoder`` map physical fields to latent tokens ``(B, T, latent_dim)``,
 ``LatentOperator`` advances the latent by one time step, ``AnyPointDecoder`` evaluates the fields
 at any query points.
@@ -10,5 +13,6 @@ from upt_lightning.models.grid_encoder import GridEncoder
 from upt_lightning.models.latent_operator import LatentOperator
 from upt_lightning.models.memory import saved_tensor_bytes
 from upt_lightning.models.mesh_encoder import MeshEncoder
+from upt_lightning.models.upt import UPT
 
-__all__ = ["AnyPointDecoder", "GridEncoder", "LatentOperator", "MeshEncoder", "saved_tensor_bytes"]
+__all__ = ["UPT", "AnyPointDecoder", "GridEncoder", "LatentOperator", "MeshEncoder", "saved_tensor_bytes"]

@@ -11,7 +11,13 @@ from typing import Any
 
 from torch import nn
 
-from upt_lightning.models import AnyPointDecoder, GridEncoder, LatentOperator, MeshEncoder
+from upt_lightning.fields import total_channels, validate_field_spec
+from upt_lightning.models.any_point_decoder import AnyPointDecoder
+from upt_lightning.models.grid_encoder import GridEncoder
+from upt_lightning.models.latent_operator import LatentOperator
+from upt_lightning.models.mesh_encoder import MeshEncoder
+from upt_lightning.models.multi_dataset import DatasetSwitch, dataset_specs, shared_decoder, shared_encoder
+from upt_lightning.models.normalizer import FieldNormalizer
 
 ENCODER_KINDS = ("grid", "mesh")
 
@@ -50,3 +56,39 @@ def build_decoder(
 
 def build_operator(config: Mapping[str, Any] | None, latent_tokens: int, latent_dim: int) -> nn.Module:
     return LatentOperator(latent_dim=latent_dim, latent_tokens=latent_tokens, **dict(config or {}))
+
+
+def build_autoencoder(
+    field_channels: Mapping[str, int],
+    coord_dim: int,
+    grid_shape: Sequence[int] | None = None,
+    encoder: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
+    latent_tokens: int = 16,
+    latent_dim: int = 32,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[nn.Module, nn.Module, nn.Module, dict | None]:
+    """(normaliser, encoder, decoder, dataset specs) of a stage-1 architecture (its checkpoint's hyperparameters).
+
+    One dataset: a :class:`FieldNormalizer`, an encoder and a decoder, specs None. Several (``datasets``,
+    ``{name: {field_channels, grid_shape, encoder}}``): each part is a :class:`DatasetSwitch` with one
+    normaliser, encoder stem and decoder head per dataset around shared trunks, and the checked specs.
+    """
+    if datasets is None:
+        spec = validate_field_spec(field_channels)
+        grid = None if grid_shape is None else tuple(int(s) for s in grid_shape)
+        return (FieldNormalizer(total_channels(spec), coord_dim),
+                build_encoder(encoder, spec, grid, coord_dim, latent_tokens, latent_dim),
+                build_decoder(decoder, spec, coord_dim, latent_dim), None)
+    specs = dataset_specs(datasets)
+    normalizer = DatasetSwitch({name: FieldNormalizer(total_channels(spec["field_channels"]), coord_dim)
+                                for name, spec in specs.items()})
+    shared_enc = shared_encoder(
+        lambda name: build_encoder({**dict(encoder or {}), **specs[name]["encoder"]}, specs[name]["field_channels"],
+                                   specs[name]["grid_shape"], coord_dim, latent_tokens, latent_dim),
+        list(specs),
+    )
+    shared_dec = shared_decoder(
+        lambda name: build_decoder(decoder, specs[name]["field_channels"], coord_dim, latent_dim), list(specs)
+    )
+    return normalizer, shared_enc, shared_dec, specs

@@ -21,9 +21,12 @@ strictly and whose per-dataset entries each describe a complete single-dataset m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+
+from upt_lightning.fields import validate_field_spec
 
 ENCODER_TRUNK = ("blocks", "norm", "pool")
 DECODER_TRUNK = ("query_embed", "latent_proj", "blocks", "norm")
@@ -125,3 +128,25 @@ def batch_dataset(batch: Mapping, names: Sequence[str]) -> str:
     if not 0 <= first < len(names):
         raise ValueError(f"batch['dataset']={first} is out of range for the datasets {list(names)}")
     return list(names)[first]
+
+
+def dataset_specs(datasets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """``datasets`` hyperparameter -> ``{name: {field_channels, grid_shape, encoder}}`` with checked entries
+    (plain types, so checkpoints load with ``weights_only=True``)."""
+    if not datasets:
+        raise ValueError("datasets is empty: give at least one dataset, or None for a one-dataset model")
+    out = {}
+    for name, spec in datasets.items():
+        unknown = set(spec) - {"field_channels", "grid_shape", "encoder"}
+        if unknown or "field_channels" not in spec:
+            raise ValueError(
+                f"datasets[{name!r}] must give field_channels (and optionally grid_shape, encoder), got keys "
+                f"{sorted(spec)}"
+            )
+        grid = spec.get("grid_shape")
+        out[str(name)] = {
+            "field_channels": validate_field_spec(spec["field_channels"]),
+            "grid_shape": None if grid is None else tuple(int(g) for g in grid),
+            "encoder": dict(spec.get("encoder") or {}),
+        }
+    return out

@@ -11,10 +11,9 @@ import lightning.pytorch as pl
 import torch
 
 from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
-from upt_lightning.models.multi_dataset import DatasetSwitch, batch_dataset, shared_decoder, shared_encoder
-from upt_lightning.modules.builders import build_decoder, build_encoder
+from upt_lightning.models.multi_dataset import batch_dataset
+from upt_lightning.models.builders import build_autoencoder
 from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
-from upt_lightning.modules.normalizer import FieldNormalizer
 from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
 from upt_lightning.modules.seeding import mix_seed
 from upt_lightning.query_sampling import STRATEGIES
@@ -106,28 +105,12 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
         self.coord_dim = int(coord_dim)
-        self.dataset_specs = None if datasets is None else dataset_specs(datasets)
+        self.normalizer, self.encoder, self.decoder, self.dataset_specs = build_autoencoder(
+            self.field_spec, self.coord_dim, self.grid_shape, encoder, decoder, latent_tokens, latent_dim, datasets)
         self.active_dataset: str | None = None
-        if self.dataset_specs is None:
-            self.normalizer = FieldNormalizer(self.num_channels, self.coord_dim)
-            self.encoder = build_encoder(encoder, self.field_spec, self.grid_shape, self.coord_dim, latent_tokens,
-                                         latent_dim)
-            self.decoder = build_decoder(decoder, self.field_spec, self.coord_dim, latent_dim)
-            return
-        specs = self.dataset_specs
-        self.normalizer = DatasetSwitch(
-            {name: FieldNormalizer(total_channels(spec["field_channels"]), self.coord_dim) for name, spec in specs.items()}
-        )
-        self.encoder = shared_encoder(
-            lambda name: build_encoder({**dict(encoder or {}), **specs[name]["encoder"]}, specs[name]["field_channels"],
-                                       specs[name]["grid_shape"], self.coord_dim, latent_tokens, latent_dim),
-            list(specs),
-        )
-        self.decoder = shared_decoder(
-            lambda name: build_decoder(decoder, specs[name]["field_channels"], self.coord_dim, latent_dim), list(specs)
-        )
-        self.active_dataset = next(iter(specs))  # the switches start on the first dataset too
-        self._apply_dataset_spec(self.active_dataset)
+        if self.dataset_specs is not None:
+            self.active_dataset = next(iter(self.dataset_specs))  # the switches start on the first dataset too
+            self._apply_dataset_spec(self.active_dataset)
 
     # --------------------------------------------------------------- datasets
     @property
@@ -300,25 +283,3 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             muon_exempt=[p for m in self.modules() if hasattr(m, "conditioning_parameters")
                          for p in m.conditioning_parameters()],
         )
-
-
-def dataset_specs(datasets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
-    """``datasets`` hyperparameter -> ``{name: {field_channels, grid_shape, encoder}}`` with checked entries
-    (plain types, so checkpoints load with ``weights_only=True``)."""
-    if not datasets:
-        raise ValueError("datasets is empty: give at least one dataset, or None for a one-dataset model")
-    out = {}
-    for name, spec in datasets.items():
-        unknown = set(spec) - {"field_channels", "grid_shape", "encoder"}
-        if unknown or "field_channels" not in spec:
-            raise ValueError(
-                f"datasets[{name!r}] must give field_channels (and optionally grid_shape, encoder), got keys "
-                f"{sorted(spec)}"
-            )
-        grid = spec.get("grid_shape")
-        out[str(name)] = {
-            "field_channels": validate_field_spec(spec["field_channels"]),
-            "grid_shape": None if grid is None else tuple(int(g) for g in grid),
-            "encoder": dict(spec.get("encoder") or {}),
-        }
-    return out

@@ -8,20 +8,21 @@ from typing import Any, Literal
 
 import torch
 
+from upt_lightning.errors import CheckpointError
 from upt_lightning.fields import channel_names, split_fields
 from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
-from upt_lightning.modules.builders import build_operator
+from upt_lightning.models.builders import build_operator
 from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.modules.forecasting import ForecastEvaluationMixin
-from upt_lightning.modules.refine import check_inference_refinement, check_refinement, refine_latents
-from upt_lightning.modules.rollout import ROLLOUT_MODES, LatentRolloutMixin
+from upt_lightning.models.refinement import check_inference_refinement, check_refinement
+from upt_lightning.models.upt import ROLLOUT_MODES, UPT
 
 # Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase):
+class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
     """Latent time-stepping surrogate with UPT's inverse losses (stage 2).
 
     One training step: z_t = E(u_t) (frozen), z_pred = operator(z_t, dt), target z_next = E(u_next);
@@ -47,10 +48,6 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             through the sampled points only (same loss value, unbiased gradient, a fraction of the
             decoder's cost; see ``inverse_decoding_loss``); False backpropagates through every point.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
-        input_noise: in training, Gaussian noise of this standard deviation, relative to the batch's latent
-            standard deviation, is added to the input latent, while the target stays the clean next latent:
-            the operator learns to step from slightly wrong latents, as it must in a rollout, where it is fed
-            its own predictions. 0 (default) adds none.
         num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
         conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
@@ -58,15 +55,11 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
 
     ``latent_refinement`` ({steps, lr, points, rate} or None): every encode (training, latent cache, evaluation)
     refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that many
-    random points (modules/refine.py); needs ``freeze_autoencoder``.
+    random points (models/refinement.py); needs ``freeze_autoencoder``.
 
     ``inference_refinement`` ({steps, lr, points, rate, carry} or None): predictions (validation, test,
     ``rollout``) refine the latent of the frame they start from and decode the k-th step's latent plus
-    carry^k times that correction (latent-mode rollouts; modules/refine.py). Training is unchanged.
-
-    ``anchor_weights`` (w_1..w_K, saved in checkpoints): predictions at the input's own points add w_k times
-    the input's reconstruction error k steps ahead (modules/anchor.py; ``calibrate_anchor`` fits them on
-    validation windows after training). Empty, as after ``__init__``: no correction.
+    carry^k times that correction (latent-mode rollouts; models/refinement.py). Training is unchanged.
 
     A stage-1 model over several datasets (``datasets`` in its architecture) makes a multi-dataset operator:
     the operator is conditioned on the batch's dataset, and val/test report every metric per dataset
@@ -95,7 +88,6 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         query_strategy: str = "uniform",
         per_sample_queries: bool = True,
         rollout_eval_mode: str = "latent",
-        input_noise: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
@@ -129,8 +121,6 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
         for name, value in (("lambda_recon", lambda_recon), ("inverse_loss_max_weight", inverse_loss_max_weight)):
             if value < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {value}")
-        if not input_noise >= 0:
-            raise ValueError(f"stage2.input_noise must be >= 0 (a std relative to the latent's), got {input_noise}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
         latent_refinement = check_refinement(latent_refinement, freeze_autoencoder)
@@ -169,8 +159,6 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 module.requires_grad_(False)
                 module.eval()
         self.operator_loss = operator_loss
-        # w_1..w_K of anchored decoding (modules/anchor.py), fitted by calibrate_anchor after training; empty: off.
-        self.anchor_weights: list[float] = []
         self.init_forecast_evaluation(channel_names(self.field_spec), conservation)  # sets self.conserved
         states = getattr(self, "_forecast_states", None)  # one per dataset of a multi-dataset model
         undeclared = [n for n, state in states.items() if not state["conserved"]] if states else []
@@ -178,16 +166,24 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
                              "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")
 
-    # ------------------------------------------------------- anchored decoding
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)  # the class path (UPTModuleBase)
-        checkpoint["anchor_weights"] = [float(w) for w in self.anchor_weights]
-
+    # ----------------------------------------------------------- checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        weights = checkpoint.get("anchor_weights", [])  # absent in checkpoints of earlier versions: no anchoring
-        if not isinstance(weights, (list, tuple)) or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights):
-            raise ValueError(f"the checkpoint's anchor_weights must be a list of numbers in [0, 1], got {weights!r}")
-        self.anchor_weights = [float(w) for w in weights]
+        """Refuse a checkpoint whose predictions relied on anchored decoding, which was removed.
+
+        Checkpoints of earlier versions carry ``anchor_weights``: an empty list (the default, no anchoring)
+        loads as before; fitted weights were part of the model's predictions, which would change without a
+        word if they were dropped here, so such a checkpoint is refused.
+        """
+        super().on_load_checkpoint(checkpoint)
+        weights = checkpoint.get("anchor_weights")
+        if weights:
+            raise CheckpointError(
+                f"the checkpoint holds anchor_weights {list(weights)} of anchored decoding (stage2.anchor=true), "
+                "which was removed, measured not to earn its place (docs/accuracy.md, \"Measured, not kept\"): "
+                "this model would predict without that correction. Evaluate it with the version that trained it, "
+                "or drop the weights to use it without: c = torch.load(p, weights_only=True); "
+                "del c['anchor_weights']; torch.save(c, p)"
+            )
 
     @property
     def inverse_weights(self) -> dict[str, float]:
@@ -203,29 +199,55 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
             self.decoder.eval()
         return self
 
-    # ------------------------------------------------------------ model steps
+    # ------------------------------------------------------------ the model
+    @property
+    def model(self) -> UPT:
+        """The surrogate this module trains, as a plain :class:`~upt_lightning.models.UPT` over this module's own
+        normaliser, encoder, operator and decoder (the same parameters) and its refinement settings; every
+        prediction of the module goes through it, so ``UPT.from_checkpoint`` predicts the same. Built on each
+        access (cheap: no parameters are made), so it follows the hyperparameters and the train/eval mode."""
+        hp = self.hparams
+        model = UPT(self.normalizer, self.encoder, self.operator, self.decoder, self.field_spec, self.grid_shape,
+                    datasets=self.dataset_specs, latent_refinement=hp.get("latent_refinement"),
+                    inference_refinement=hp.get("inference_refinement"), seed=int(hp.get("seed", 0)))
+        model.training = self.training  # not .train(): that would put the frozen parts in training mode
+        return model
+
     def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
         """Normalised fields (B, N, C) at coords (B, N, d) -> latent (B, T, D), refined when
-        ``latent_refinement`` is set (modules/refine.py): in training, the latent cache and evaluation alike.
+        ``latent_refinement`` is set (models/refinement.py): in training, the latent cache and evaluation alike.
         The inverse decoding loss re-encodes with the encoder alone."""
-        latent = super().encode(fields, coords, meta)
-        refinement = self.hparams.get("latent_refinement")
-        return self.refine(latent, fields, coords, meta, refinement) if refinement else latent
-
-    def refine(self, latent: torch.Tensor, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None,
-               settings: Mapping[str, Any]) -> torch.Tensor:
-        """``latent`` (B, T, D) refined against the frozen decoder on normalised ``fields`` (B, N, C) at ``coords``
-        by ``settings`` ({steps, lr, points, rate}, other keys ignored; modules/refine.py), seeded by ``seed``."""
-        return refine_latents(self.decode, latent, fields, coords, steps=settings["steps"], lr=settings["lr"],
-                              points=settings["points"], rate=settings["rate"], mask=(meta or {}).get("mask"),
-                              seed=int(self.hparams.get("seed", 0)))
+        return self.model.encode(fields, coords, meta)
 
     def step(self, latent: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """One operator step: latent (B, T, D), dt (B,) in frame units -> next latent (B, T, D); a multi-dataset
         operator is conditioned on the active dataset."""
-        if self.dataset_specs is not None:
-            return self.operator(latent, dt, dataset=self.active_index)
-        return self.operator(latent, dt)
+        return self.model.step(latent, dt)
+
+    def predict_next_normalised(self, b) -> torch.Tensor:
+        """The next frame of a prepared batch at its points: normalised (B, N, C) (:meth:`UPT.predict_next_normalised`)."""
+        return self.model.predict_next_normalised(b.fields, b.coords, b.meta, b.dt)
+
+    def rollout_batch_normalised(self, b, steps: int) -> torch.Tensor:
+        """``steps`` frames in ``rollout_eval_mode``, decoded at the batch's points: normalised (B, steps, N, C)."""
+        return self.model.rollout_normalised(b.fields, b.coords, b.meta, b.dt, steps, b.coords,
+                                             self.hparams.rollout_eval_mode)
+
+    @torch.no_grad()
+    def rollout(self, fields: torch.Tensor, coords: torch.Tensor, steps: int, dt: torch.Tensor | float | None = None,
+                query_points: torch.Tensor | None = None, mask: torch.Tensor | None = None, mode: str = "latent",
+                decode_steps: Sequence[int] | None = None, dataset: str | None = None) -> torch.Tensor:
+        """Raw fields (B, N, C) at raw coords (B, N, d) -> raw predictions (B, S, Q, C) at ``query_points``
+        (default ``coords``); arguments as :meth:`UPT.rollout` (``query_points`` is its ``points``).
+        ``dataset`` switches a multi-dataset module to that dataset (default: the active one)."""
+        if dataset is not None:
+            self.activate_dataset(dataset)
+        return self.model.rollout(fields, coords, steps, mode=mode, decode_steps=decode_steps, points=query_points,
+                                  dt=dt, mask=mask, dataset=self.active_dataset)
+
+    def forward(self, fields, coords, dt=None, query_points=None, mask=None) -> torch.Tensor:
+        """Raw fields (B, N, C) -> raw next-step prediction (B, Q, C)."""
+        return self.rollout(fields, coords, 1, dt=dt, query_points=query_points, mask=mask)[:, 0]
 
     def encode_frames(self, frames: torch.Tensor, coords: torch.Tensor, meta: Mapping) -> torch.Tensor:
         """Normalised frames (B, K, N, C) -> latents (B, K, T, D), all K frames in one encoder call."""
@@ -274,10 +296,6 @@ class OperatorModule(LatentRolloutMixin, ForecastEvaluationMixin, UPTModuleBase)
                 z_t = self.encode(b.fields, b.coords, b.meta)
             with torch.no_grad():
                 z_targets = self.encode_frames(b.targets[:, :used_targets], b.coords, b.meta)
-        if hp.get("input_noise", 0.0) > 0:
-            # Seeded by seed, rank and batch index (a stream of its own): reproducible on resume.
-            noise = torch.randn(z_t.shape, generator=self.query_generator(stream=1)).to(z_t)
-            z_t = z_t + hp.input_noise * z_t.detach().std() * noise
         z_pred = self.step(z_t, dt)
 
         pred_rollout = target_rollout = None
