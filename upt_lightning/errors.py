@@ -3,11 +3,17 @@
 Entry points print their message and exit non-zero, without a traceback; anything else is a bug and
 keeps its traceback. Each message names what is wrong and the fix. A run stopped by SIGTERM or SIGINT
 (:func:`interrupting_signal`) is no error of either kind: it exits ``128 + signal`` and says how to continue.
+Every Python warning the package itself gives is a :class:`UPTWarning` (tests turn them into errors).
 """
 
 from __future__ import annotations
 
 import signal
+
+
+class UPTWarning(UserWarning):
+    """A warning of this package (not of Lightning or torch): ``-W error::upt_lightning.errors.UPTWarning``
+    turns them into errors, as the tests do (pyproject.toml), and a filter can silence just these."""
 
 
 class ConfigError(ValueError):

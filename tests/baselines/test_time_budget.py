@@ -74,7 +74,8 @@ def _trained_epochs(run_dir, stage: str) -> int:
 def test_every_training_stage_stops_at_its_time_limit(experiment, tmp_path):
     run_dir = tmp_path / "run"
     cfg = compose_train([*tiny_overrides(experiment, tmp_path / "data"), "time_budget=4", "evaluate.test=false",
-                         "stage1.max_epochs=100000", "stage2.max_epochs=100000", f"+run_dir={run_dir}"])
+                         "stage1.max_epochs=100000", "stage2.max_epochs=100000", f"+run_dir={run_dir}",
+                         "trainer.log_every_n_steps=1"])  # an epoch has 3 batches
     results = run_experiment(cfg)
     stages = ["stage1", "stage2"] if experiment == "burgers_upt" else ["stage2"]
     for stage in stages:

@@ -278,7 +278,8 @@ def train_py_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("train_py")
     cfg = compose_train([*tiny_overrides("burgers_upt", tmp / "data"), f"+run_dir={tmp / 'run'}",
-                         f"cache_dir={tmp / 'cache'}", "evaluate.plots=false", "evaluate.superres=false"])
+                         f"cache_dir={tmp / 'cache'}", "evaluate.plots=false", "evaluate.superres=false",
+                         "trainer.log_every_n_steps=1"])  # an epoch has 3 batches
     with one_thread():
         results = run_experiment(cfg)
     return SimpleNamespace(results=results, data=cfg.data.path, horizon=cfg.data.rollout_horizon,
@@ -320,3 +321,24 @@ def test_a_checkpoint_without_its_class_path_exits_2_with_the_fix(train_py_run, 
     exec(err.split('python -c "', 1)[1].rsplit('"', 1)[0])  # the printed fix
     fixed = torch.load(old, map_location="cpu", weights_only=True)["hyper_parameters"]["_class_path"]
     assert fixed == "upt_lightning.modules.OperatorModule"
+
+
+def test_a_checkpoint_with_a_removed_option_left_off_is_read_and_one_left_on_is_refused(train_py_run, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """Checkpoints of earlier versions store ``input_noise`` among their hyperparameters: at 0 (off) they load,
+    on (the model trained with it) they are refused with the reason, not with jsonargparse's dump."""
+    checkpoint = torch.load(train_py_run.results["operator_ckpt"], map_location="cpu", weights_only=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["upt"])
+    for noise, code in ((0.0, 0), (0.05, 2)):
+        checkpoint["hyper_parameters"]["input_noise"] = noise
+        old = tmp_path / f"noise{noise}.ckpt"
+        torch.save(checkpoint, old)
+        with one_thread():
+            assert run_main("test", "--config", str(STAGE2), "--ckpt_path", str(old),
+                            f"--data.init_args.path={train_py_run.data}", "--data.init_args.generate=null",
+                            f"--data.init_args.rollout_horizon={train_py_run.horizon}",
+                            f"--data.init_args.batch_size={train_py_run.batch_size}",
+                            "--trainer.enable_progress_bar=false", "--trainer.logger.init_args.version=test") == code
+    err = capsys.readouterr().err
+    assert "was trained with input_noise on, an option that was removed" in err and "Traceback" not in err

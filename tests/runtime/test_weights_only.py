@@ -2,6 +2,7 @@
 
 import ast
 import builtins
+import sys
 from pathlib import Path
 
 import h5py
@@ -62,8 +63,9 @@ def test_our_loaders_refuse_the_file_without_running_it(trap):
     assert not marker.exists()
 
 
-def test_cli_refuses_the_file_with_a_message(trap, capsys):
+def test_cli_refuses_the_file_with_a_message(trap, capsys, monkeypatch):
     path, marker = trap
+    monkeypatch.setattr(sys, "argv", ["upt"])  # not pytest's own arguments, which LightningCLI would warn about
     code = upt_main(["validate", "--config", str(REPO / "conf/cli/burgers_upt.yaml"), "--ckpt_path", str(path)])
     assert code == 2
     err = capsys.readouterr().err

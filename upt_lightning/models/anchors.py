@@ -30,17 +30,22 @@ def anchor_factors(num_tokens: int, coord_dim: int) -> tuple[int, ...]:
     return tuple(sorted(factors, reverse=True))
 
 
-@lru_cache(maxsize=32)
-def _anchor_grid_cpu(num_tokens: int, coord_dim: int) -> tuple[torch.Tensor, float]:
+def _make_anchor_grid(num_tokens: int, coord_dim: int) -> tuple[torch.Tensor, float]:
     factors = anchor_factors(num_tokens, coord_dim)
     axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in factors]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(num_tokens, coord_dim)
     return grid, 1.0 / min(factors)
 
 
+_anchor_grid_cpu = lru_cache(maxsize=32)(_make_anchor_grid)
+
+
 def anchor_grid(num_tokens: int, coord_dim: int, device=None) -> tuple[torch.Tensor, float]:
     """Cell-centred anchors ``(T, d)`` of T latent tokens in [0, 1]^d (row-major) and their widest spacing."""
-    grid, spacing = _anchor_grid_cpu(int(num_tokens), int(coord_dim))
+    # torch.compile traces the grid into its graph once; the cache serves eager calls only (dynamo would
+    # trace through lru_cache anyway, and warn that it ignores the cache).
+    make = _make_anchor_grid if torch.compiler.is_compiling() else _anchor_grid_cpu
+    grid, spacing = make(int(num_tokens), int(coord_dim))
     return grid.to(device), spacing
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from upt_lightning.errors import ConfigError, NonFiniteLossError
+from upt_lightning.errors import ConfigError, NonFiniteLossError, UPTWarning
 
 NAN_POLICIES = ("raise", "skip")
 HINT = (
@@ -99,7 +99,8 @@ class NonFiniteLossGuard:
             if self.skipped_steps == 1:
                 rank_zero_warn(
                     f"nan_policy=skip: skipped {where}: {what}; no optimizer update for it. Further skips are "
-                    "only counted, in the logged metric train/skipped_steps"
+                    "only counted, in the logged metric train/skipped_steps",
+                    category=UPTWarning,
                 )
         if self.nan_policy == "skip":
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False, batch_size=1)
