@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
@@ -14,12 +13,11 @@ from upt_lightning.baselines.grid_layout import fourier_resample, grid_axes, to_
 from upt_lightning.baselines.neuralop_import import require_neuralop
 from upt_lightning.fields import channel_names, total_channels, validate_field_spec
 from upt_lightning.modules.base import PreparedBatch
-from upt_lightning.modules.forecasting import ForecastEvaluationMixin
-from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
+from upt_lightning.modules.nonfinite import check_nan_policy
+from upt_lightning.modules.surrogate import SurrogateModule
 from upt_lightning.models.normalizer import FieldNormalizer
-from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
+from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.models.upt import check_decode_steps
-from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 
 def modes_per_axis(n_modes: int | Sequence[int], grid_shape: Sequence[int]) -> tuple[int, ...]:
@@ -30,7 +28,7 @@ def modes_per_axis(n_modes: int | Sequence[int], grid_shape: Sequence[int]) -> t
     return tuple(modes)
 
 
-class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule):
+class FNOModule(SurrogateModule):
     """``neuralop.models.FNO`` as a next-step surrogate, the baseline UPT is compared with.
 
     It predicts the change over one frame, ``u_{t+1} = u_t + FNO(u_t)`` on normalised fields: an untrained
@@ -39,7 +37,7 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
     fields (B, N, C) on a row-major grid, targets (B, K, N, C) (the first frame is the training target),
     normalised with the training split's statistics (set from the DataModule at ``setup``, kept in the
     checkpoint). Validation and test report UPT's metrics under the same names
-    (:class:`ForecastEvaluationMixin`). The FNO has no time input: every step is one training frame.
+    (:class:`~upt_lightning.modules.surrogate.SurrogateModule`, the base it shares with UPT's modules). The FNO has no time input: every step is one training frame.
 
     Args:
         field_channels: ordered field spec, e.g. {"u": 1, "v": 1}.
@@ -104,11 +102,9 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        destroy_process_group_at_exit()  # a gloo group alive at interpreter exit can abort the worker
+        super().setup(stage)  # the process group's exit, the NaN policy against the world size
         if self._trainer is None:
             return
-        if stage == "fit":
-            check_policy_supported(self.nan_policy, self.trainer.world_size)
         data = getattr(self.trainer, "datamodule", None)
         if data is None:
             return
@@ -169,15 +165,6 @@ class FNOModule(ForecastEvaluationMixin, NonFiniteLossGuard, pl.LightningModule)
         self.log("train/loss", loss, batch_size=size)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
         return loss
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer(
-            self.parameters(), hp.lr, self.trainer.estimated_stepping_batches, optimizer=hp.optimizer,
-            scheduler=hp.scheduler, weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
-            min_lr_ratio=hp.min_lr_ratio, betas=hp.betas, clock=budget_clock(self.trainer),
-            muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
-        )
 
     # -------------------------------------------------------------- inference
     @torch.no_grad()

@@ -7,17 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 
 from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
 from upt_lightning.models.multi_dataset import batch_dataset
 from upt_lightning.models.builders import build_autoencoder
-from upt_lightning.modules.nonfinite import NonFiniteLossGuard, check_nan_policy, check_policy_supported
-from upt_lightning.modules.optim import budget_clock, build_optimizer, check_optim_settings
+from upt_lightning.modules.nonfinite import check_nan_policy
+from upt_lightning.modules.surrogate import SurrogateModule
+from upt_lightning.modules.optim import check_optim_settings
 from upt_lightning.modules.seeding import mix_seed
 from upt_lightning.query_sampling import STRATEGIES
-from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 log = logging.getLogger("upt_lightning.modules")
 
@@ -37,7 +36,7 @@ class PreparedBatch:
     raw_targets: torch.Tensor
 
 
-class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
+class UPTModuleBase(SurrogateModule):
     """Encoder + decoder + normaliser + the plumbing both training stages need.
 
     Args:
@@ -144,14 +143,9 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = spec["grid_shape"]
 
-    def on_dataset_activated(self, previous: str, name: str) -> None:
-        """Hook for per-dataset state of subclasses (evaluation metrics)."""
-
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        destroy_process_group_at_exit()  # a gloo group alive at interpreter exit can abort the worker
-        if stage == "fit" and self._trainer is not None:
-            check_policy_supported(self.nan_policy, self.trainer.world_size)
+        super().setup(stage)  # the process group's exit, the NaN policy against the world size
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -257,29 +251,3 @@ class UPTModuleBase(NonFiniteLossGuard, pl.LightningModule):
             batch = max(self.trainer.fit_loop.epoch_loop.total_batch_idx, 0)
         parts = (seed, rank, batch) if stream == 0 else (seed, rank, batch, stream)
         return torch.Generator().manual_seed(mix_seed(*parts))
-
-    # ----------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the module's class beside its hyperparameters, as LightningCLI's ``_class_path``.
-
-        ``upt validate/test --ckpt_path`` parse a checkpoint's hyperparameters as init arguments of the
-        class it names; without a name (checkpoints of train.py) they were parsed against the config's
-        class and refused. A checkpoint written by the CLI keeps its own entry. ``load_from_checkpoint``
-        passes a module only the hyperparameters its ``__init__`` takes, so the extra key is ignored there.
-        """
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams is not None:
-            hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
-
-    # ------------------------------------------------------------- optimiser
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer(
-            (p for p in self.parameters() if p.requires_grad), hp.lr, self.trainer.estimated_stepping_batches,
-            optimizer=hp.get("optimizer", "adamw"), scheduler=hp.get("scheduler", "cosine"),
-            weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
-            min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
-            clock=budget_clock(self.trainer), muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
-            muon_exempt=[p for m in self.modules() if hasattr(m, "conditioning_parameters")
-                         for p in m.conditioning_parameters()],
-        )

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
-from upt_lightning.errors import ConfigError, NonFiniteLossError, UPTWarning
+from upt_lightning.errors import ConfigError
 
 NAN_POLICIES = ("raise", "skip")
 HINT = (
@@ -68,54 +67,3 @@ def describe_nonfinite(loss: torch.Tensor, components: Mapping[str, torch.Tensor
             else:
                 ranges.append(f"max |{key}| {float(value.abs().max()):.3g}")
     return text + (f"; batch: {', '.join(ranges)}" if ranges else "")
-
-
-class NonFiniteLossGuard:
-    """Mixin of the LightningModules: ``loss_is_usable`` applies ``self.nan_policy`` to one training step.
-
-    Under ``skip`` it logs the running count ``train/skipped_steps`` (of this fit; a resumed run restarts
-    from 0) on every step and warns on the first skip.
-    """
-
-    nan_policy: str = "raise"
-    skipped_steps: int = 0
-    # A list while the SyncFreeChecks callback defers the check (nan_policy=raise only): the steps' detached
-    # losses wait here, on the device, until flush_loss_checks reads them all with one host sync.
-    deferred_losses: list | None = None
-
-    def loss_is_usable(self, loss: torch.Tensor, components: Mapping[str, torch.Tensor], batch, batch_idx: int) -> bool:
-        """True: go on with backward. False (skip): return None from training_step. Raises under ``raise``."""
-        if self.deferred_losses is not None and self.nan_policy == "raise":
-            self.deferred_losses.append((self.global_step, self.current_epoch, batch_idx, loss.detach(),
-                                         {name: value.detach() for name, value in components.items()}))
-            return True
-        usable = all_finite(loss, components)
-        if not usable:
-            where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
-            what = describe_nonfinite(loss, components, batch)
-            if self.nan_policy == "raise":
-                raise NonFiniteLossError(f"non-finite training loss at {where}: {what}. {HINT}")
-            self.skipped_steps += 1
-            if self.skipped_steps == 1:
-                rank_zero_warn(
-                    f"nan_policy=skip: skipped {where}: {what}; no optimizer update for it. Further skips are "
-                    "only counted, in the logged metric train/skipped_steps",
-                    category=UPTWarning,
-                )
-        if self.nan_policy == "skip":
-            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False, batch_size=1)
-        return usable
-
-    def flush_loss_checks(self) -> None:
-        """Check the deferred losses with one host sync; NonFiniteLossError for the first non-finite one."""
-        pending, self.deferred_losses = self.deferred_losses, ([] if self.deferred_losses is not None else None)
-        if not pending:
-            return
-        flags = torch.stack([finite_flag(loss, comps) for _, _, _, loss, comps in pending]).tolist()
-        for (step, epoch, batch_idx, loss, comps), finite in zip(pending, flags):
-            if not finite:
-                raise NonFiniteLossError(
-                    f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch_idx}): "
-                    f"{describe_nonfinite(loss, comps, None)}; found by the check every few steps (SyncFreeChecks), "
-                    f"the weights may have taken the updates since. {HINT}"
-                )

@@ -14,7 +14,6 @@ from upt_lightning.losses import OperatorLoss, inverse_encoding_loss
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.models.builders import build_operator
 from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
-from upt_lightning.modules.forecasting import ForecastEvaluationMixin
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement
 from upt_lightning.models.upt import ROLLOUT_MODES, UPT
 
@@ -22,7 +21,7 @@ from upt_lightning.models.upt import ROLLOUT_MODES, UPT
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-class OperatorModule(ForecastEvaluationMixin, UPTModuleBase):
+class OperatorModule(UPTModuleBase):
     """Latent time-stepping surrogate with UPT's inverse losses (stage 2).
 
     One training step: z_t = E(u_t) (frozen), z_pred = operator(z_t, dt), target z_next = E(u_next);
