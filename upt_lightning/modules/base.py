@@ -244,7 +244,7 @@ class UPTModuleBase(SurrogateModule):
         every batch, including the micro-batches of one gradient-accumulation step (which share global_step).
         ``stream`` > 0 gives another independent stream of the same batch (0: the query draws).
         """
-        seed = int(self.hparams.get("seed", 0))
+        seed = int(self.hparams.seed)
         rank = batch = 0
         if self._trainer is not None:
             rank = self.global_rank

@@ -207,8 +207,8 @@ class OperatorModule(UPTModuleBase):
         access (cheap: no parameters are made), so it follows the hyperparameters and the train/eval mode."""
         hp = self.hparams
         model = UPT(self.normalizer, self.encoder, self.operator, self.decoder, self.field_spec, self.grid_shape,
-                    datasets=self.dataset_specs, latent_refinement=hp.get("latent_refinement"),
-                    inference_refinement=hp.get("inference_refinement"), seed=int(hp.get("seed", 0)))
+                    datasets=self.dataset_specs, latent_refinement=hp.latent_refinement,
+                    inference_refinement=hp.inference_refinement, seed=int(hp.seed))
         model.training = self.training  # not .train(): that would put the frozen parts in training mode
         return model
 
@@ -264,7 +264,7 @@ class OperatorModule(UPTModuleBase):
         works in latent space (a latent cache then needs to serve no fields at all)."""
         hp = self.hparams
         inverse = bool(hp.use_inverse_losses) and (hp.lambda_inv_enc > 0 or hp.lambda_inv_dec > 0)
-        physical = hp.lambda_spectral > 0 or hp.get("lambda_conservation", 0.0) > 0
+        physical = hp.lambda_spectral > 0 or hp.lambda_conservation > 0
         return inverse or physical or not hp.freeze_autoencoder
 
     def training_step(self, batch, batch_idx):

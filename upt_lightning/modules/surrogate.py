@@ -114,10 +114,10 @@ class SurrogateModule(pl.LightningModule):
         hp = self.hparams
         return build_optimizer(
             (p for p in self.parameters() if p.requires_grad), hp.lr, self.trainer.estimated_stepping_batches,
-            optimizer=hp.get("optimizer", "adamw"), scheduler=hp.get("scheduler", "cosine"),
+            optimizer=hp.optimizer, scheduler=hp.scheduler,
             weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
-            min_lr_ratio=hp.get("min_lr_ratio", 0.0), betas=hp.get("betas", (0.9, 0.999)),
-            clock=budget_clock(self.trainer), muon_lr_ratio=hp.get("muon_lr_ratio", 1.0),
+            min_lr_ratio=hp.min_lr_ratio, betas=hp.betas, clock=budget_clock(self.trainer),
+            muon_lr_ratio=hp.muon_lr_ratio,
             muon_exempt=[p for m in self.modules() if hasattr(m, "conditioning_parameters")
                          for p in m.conditioning_parameters()],
         )
