@@ -32,6 +32,16 @@ def test_burgers_fno_composes_on_the_data_of_burgers_upt():
     assert stage_max_time(fno, "stage2") == timedelta(seconds=484) and stage_max_time(fno, "stage1") is None
 
 
+def test_ns2d_fno_composes_on_the_data_of_ns2d_upt_with_its_own_tuned_rate_and_budget():
+    fno, upt = compose_train(["+experiment=ns2d_fno"]), compose_train(["+experiment=ns2d_upt"])
+    burgers = compose_train(["+experiment=burgers_fno"])
+    assert fno.model == burgers.model  # the same FNO; only the data, budget and rate differ
+    data = lambda cfg: OmegaConf.to_container(cfg.data, resolve=True)  # noqa: E731
+    assert data(upt) == data(fno) and data(fno)["generate"] == "ns2d" and data(fno)["frame_weight_power"] == 0.5
+    assert fno.stage2.lr == 2e-2 and burgers.stage2.lr == 1e-2
+    assert stage_max_time(fno, "stage2") == timedelta(seconds=311)
+
+
 @pytest.mark.slow
 @needs_neuralop
 def test_train_py_runs_the_fno_baseline_end_to_end(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from upt_lightning.data import MultiDataModule
 from upt_lightning.data.writers import PDEBench2DWriter
-from upt_lightning.models import LatentOperator
+from upt_lightning.models import UPT, LatentOperator
 from upt_lightning.modules import AutoencoderModule, OperatorModule
 
 STEPS = 6
@@ -172,3 +172,13 @@ def test_two_stages_report_each_dataset_and_round_trip_a_checkpoint(datamodule, 
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     for name in DATASETS:  # each dataset's statistics came back with the checkpoint
         torch.testing.assert_close(loaded.normalizer.parts[name].field_std, stage2.normalizer.parts[name].field_std)
+    # The plain model routes by a dataset argument per call: no dataset is refused, each names its own parts.
+    model = UPT.from_checkpoint(tmp_path / "op.ckpt")
+    batch = next(iter(datamodule.children["vort"].test_dataloader()[1]))
+    with pytest.raises(ValueError, match="pass dataset=<name>"):
+        model.rollout(batch["fields"], batch["coords"], 3)
+    for name in ("vort", "flow", "vort"):
+        batch = next(iter(datamodule.children[name].test_dataloader()[1]))
+        args = (batch["fields"], batch["coords"], 3)
+        torch.testing.assert_close(model.rollout(*args, dt=batch["dt"], dataset=name),
+                                   stage2.rollout(*args, dt=batch["dt"], dataset=name), rtol=1e-5, atol=1e-5)

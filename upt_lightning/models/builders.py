@@ -58,24 +58,20 @@ def build_operator(config: Mapping[str, Any] | None, latent_tokens: int, latent_
     return LatentOperator(latent_dim=latent_dim, latent_tokens=latent_tokens, **dict(config or {}))
 
 
-def build_autoencoder(
-    field_channels: Mapping[str, int],
-    coord_dim: int,
-    grid_shape: Sequence[int] | None = None,
-    encoder: Mapping[str, Any] | None = None,
-    decoder: Mapping[str, Any] | None = None,
-    latent_tokens: int = 16,
-    latent_dim: int = 32,
-    datasets: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[nn.Module, nn.Module, nn.Module, dict | None]:
-    """(normaliser, encoder, decoder, dataset specs) of a stage-1 architecture (its checkpoint's hyperparameters).
+def build_autoencoder_parts(arch: Mapping[str, Any]) -> tuple[nn.Module, nn.Module, nn.Module, dict | None]:
+    """(normaliser, encoder, decoder, dataset specs) of a stage-1 architecture ``arch``: field_channels, coord_dim and
+    optionally grid_shape, encoder, decoder, latent_tokens (16), latent_dim (32), datasets (its checkpoint's
+    hyperparameters, :data:`~upt_lightning.runtime.checkpoints.ARCH_KEYS`).
 
     One dataset: a :class:`FieldNormalizer`, an encoder and a decoder, specs None. Several (``datasets``,
     ``{name: {field_channels, grid_shape, encoder}}``): each part is a :class:`DatasetSwitch` with one
     normaliser, encoder stem and decoder head per dataset around shared trunks, and the checked specs.
     """
+    coord_dim, encoder, decoder = int(arch["coord_dim"]), arch.get("encoder"), arch.get("decoder")
+    latent_tokens, latent_dim = arch.get("latent_tokens", 16), arch.get("latent_dim", 32)
+    grid_shape, datasets = arch.get("grid_shape"), arch.get("datasets")
     if datasets is None:
-        spec = validate_field_spec(field_channels)
+        spec = validate_field_spec(arch["field_channels"])
         grid = None if grid_shape is None else tuple(int(s) for s in grid_shape)
         return (FieldNormalizer(total_channels(spec), coord_dim),
                 build_encoder(encoder, spec, grid, coord_dim, latent_tokens, latent_dim),

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from upt_lightning.fields import cat_fields, split_fields
-from upt_lightning.models.builders import build_autoencoder, build_operator
+from upt_lightning.models.builders import build_autoencoder_parts, build_operator
 from upt_lightning.models.multi_dataset import DatasetSwitch
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement, refine_latents
 
@@ -57,6 +57,16 @@ def check_decode_steps(decode_steps: Sequence[int] | None, steps: int) -> list[i
         raise ValueError(f"decode_steps={wanted} names step(s) {outside} outside 1..{steps}: steps are 1-based and "
                          f"at most steps={steps}; raise steps or drop those")
     return wanted
+
+
+def encoder_meta(grid_shape: Sequence[int] | None, mask: torch.Tensor | None) -> dict:
+    """What an encoder needs beside fields and points: the grid shape of grid data, a padding mask (B, N)."""
+    meta: dict = {}
+    if grid_shape is not None:
+        meta["grid_shape"] = tuple(grid_shape)
+    if mask is not None:
+        meta["mask"] = mask
+    return meta
 
 
 def carried(latent: torch.Tensor, correction: torch.Tensor | None, k: int, carry: float) -> torch.Tensor:
@@ -128,13 +138,8 @@ class UPT(nn.Module):
             part.activate(dataset)
 
     def meta(self, mask: torch.Tensor | None = None) -> dict:
-        """What the encoder needs beside fields and points: the grid shape, a padding mask (B, N)."""
-        meta: dict = {}
-        if self.grid_shape is not None:
-            meta["grid_shape"] = self.grid_shape
-        if mask is not None:
-            meta["mask"] = mask
-        return meta
+        """What the encoder needs beside fields and points (:func:`encoder_meta`)."""
+        return encoder_meta(self.grid_shape, mask)
 
     # ----------------------------------------------------------- model steps (normalised units)
     def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
@@ -256,7 +261,7 @@ class UPT(nn.Module):
     def from_hparams(cls, hparams: Mapping[str, Any]) -> UPT:
         """An untrained UPT of the architecture in a stage-2 checkpoint's hyperparameters."""
         arch = dict(hparams["autoencoder"])
-        normalizer, encoder, decoder, specs = build_autoencoder(**arch)
+        normalizer, encoder, decoder, specs = build_autoencoder_parts(arch)
         settings = dict(hparams.get("operator") or {})
         if specs is not None:
             settings["num_datasets"] = len(specs)

@@ -11,7 +11,8 @@ import torch
 
 from upt_lightning.fields import cat_fields, split_fields, total_channels, validate_field_spec
 from upt_lightning.models.multi_dataset import batch_dataset
-from upt_lightning.models.builders import build_autoencoder
+from upt_lightning.models.builders import build_autoencoder_parts
+from upt_lightning.models.upt import encoder_meta
 from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.modules.surrogate import SurrogateModule
 from upt_lightning.modules.optim import check_optim_settings
@@ -104,8 +105,9 @@ class UPTModuleBase(SurrogateModule):
         self.num_channels = total_channels(self.field_spec)
         self.grid_shape = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
         self.coord_dim = int(coord_dim)
-        self.normalizer, self.encoder, self.decoder, self.dataset_specs = build_autoencoder(
-            self.field_spec, self.coord_dim, self.grid_shape, encoder, decoder, latent_tokens, latent_dim, datasets)
+        self.normalizer, self.encoder, self.decoder, self.dataset_specs = build_autoencoder_parts(dict(
+            field_channels=self.field_spec, coord_dim=self.coord_dim, grid_shape=self.grid_shape, encoder=encoder,
+            decoder=decoder, latent_tokens=latent_tokens, latent_dim=latent_dim, datasets=datasets))
         self.active_dataset: str | None = None
         if self.dataset_specs is not None:
             self.active_dataset = next(iter(self.dataset_specs))  # the switches start on the first dataset too
@@ -219,12 +221,8 @@ class UPTModuleBase(SurrogateModule):
         )
 
     def encoder_meta(self, mask: torch.Tensor | None) -> dict:
-        meta: dict = {}
-        if self.grid_shape is not None:
-            meta["grid_shape"] = self.grid_shape
-        if mask is not None:
-            meta["mask"] = mask
-        return meta
+        """What the encoder needs beside fields and points (models/upt.py, ``encoder_meta``)."""
+        return encoder_meta(self.grid_shape, mask)
 
     # ---------------------------------------------------------------- models
     def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
