@@ -40,6 +40,7 @@ TINY_DATA["burgers_fno"] = TINY_DATA["burgers_upt"]
 TINY_DATA["ns2d_upt"] = ["data.generate_options.resolution=16", "data.generate_options.num=10",
                          "+data.generate_options.num_steps=8", "+data.generate_options.max_wavenumber=4",
                          "+data.generate_options.substeps=8", "sampling.num_queries=64"]
+TINY_DATA["ns2d_fno"] = TINY_DATA["ns2d_upt"]
 TINY_DATA["multiphysics_upt"] = [
     "data.datasets.burgers.generate_options.resolution=16", "data.datasets.burgers.generate_options.num=10",
     "+data.datasets.burgers.generate_options.num_steps=8",
@@ -50,6 +51,7 @@ TINY_DATA["multiphysics_upt"] = [
 ]
 # Experiments whose model is no UPT preset keep it (model=tiny would make them UPT runs), at a tiny size.
 TINY_MODEL = {"burgers_fno": ["model.n_modes=8", "model.hidden_channels=8", "model.n_layers=2"]}
+TINY_MODEL["ns2d_fno"] = TINY_MODEL["burgers_fno"]
 
 
 def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:
