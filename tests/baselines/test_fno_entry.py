@@ -29,7 +29,7 @@ def test_burgers_fno_composes_on_the_data_of_burgers_upt():
     data = lambda cfg: OmegaConf.to_container(cfg.data, resolve=True)  # noqa: E731
     # The same file, split, windows, normalisation and window weighting (the first frames drawn more often).
     assert data(upt) == data(fno) and data(fno)["frame_weight_power"] == 0.5
-    assert stage_max_time(fno, "stage2") == timedelta(seconds=484) and stage_max_time(fno, "stage1") is None
+    assert stage_max_time(fno, "stage2") == timedelta(seconds=403) and stage_max_time(fno, "stage1") is None
 
 
 def test_ns2d_fno_composes_on_the_data_of_ns2d_upt_with_its_own_tuned_rate_and_budget():
