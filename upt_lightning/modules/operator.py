@@ -203,13 +203,20 @@ class OperatorModule(UPTModuleBase):
     def model(self) -> UPT:
         """The surrogate this module trains, as a plain :class:`~upt_lightning.models.UPT` over this module's own
         normaliser, encoder, operator and decoder (the same parameters) and its refinement settings; every
-        prediction of the module goes through it, so ``UPT.from_checkpoint`` predicts the same. Built on each
-        access (cheap: no parameters are made), so it follows the hyperparameters and the train/eval mode."""
+        prediction of the module goes through it, so ``UPT.from_checkpoint`` predicts the same. Rebuilt (no
+        parameters are made) only when the train/eval mode or a refinement setting in the hyperparameters
+        changed, so a training step's encodes and steps do not build it again."""
         hp = self.hparams
+        key = (self.training, _frozen(hp.latent_refinement), _frozen(hp.inference_refinement), int(hp.seed))
+        cached = self.__dict__.get("_model_view")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         model = UPT(self.normalizer, self.encoder, self.operator, self.decoder, self.field_spec, self.grid_shape,
                     datasets=self.dataset_specs, latent_refinement=hp.latent_refinement,
                     inference_refinement=hp.inference_refinement, seed=int(hp.seed))
         model.training = self.training  # not .train(): that would put the frozen parts in training mode
+        # In __dict__, not as an attribute nn.Module registers: its parts are this module's, saved once.
+        self.__dict__["_model_view"] = (key, model)
         return model
 
     def encode(self, fields: torch.Tensor, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
@@ -359,3 +366,8 @@ class OperatorModule(UPTModuleBase):
             conservation_target=b.raw_targets[:, 0] if conserving else None,
             conservation_quantities=self.conserved if conserving else None,
         )
+
+
+def _frozen(settings: Mapping[str, Any] | None) -> tuple | None:
+    """A refinement setting as a comparable snapshot: a dict changed in place compares unequal to before."""
+    return None if settings is None else tuple(sorted(settings.items()))
