@@ -27,17 +27,9 @@ class InverseLossCurriculum(pl.Callback):
     The weights are a pure function of the epoch, which Lightning restores on resume. A resume from a
     mid-epoch checkpoint (``every_n_train_steps``, a requeued job) skips ``on_train_epoch_start`` for the
     epoch in progress; ``on_train_start`` sets the epoch there, so a resumed run trains with exactly the
-    weights of an uninterrupted one. ``warmup_epochs`` and ``max_weight``, when given, replace the
-    module's ``inverse_loss_warmup_epochs`` / ``inverse_loss_max_weight`` in its OperatorLoss.
+    weights of an uninterrupted one. The warm-up and the cap are the loss's own settings
+    (``loss.inverse_loss_warmup_epochs``, ``loss.inverse_loss_max_weight``): this callback has none.
     """
-
-    def __init__(self, warmup_epochs: int | None = None, max_weight: float | None = None):
-        if warmup_epochs is not None and warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if max_weight is not None and max_weight < 0:
-            raise ValueError(f"max_weight must be >= 0, got {max_weight}")
-        self.warmup_epochs = warmup_epochs
-        self.max_weight = max_weight
 
     def _loss_of(self, pl_module: pl.LightningModule) -> OperatorLoss:
         loss = getattr(pl_module, "operator_loss", None)
@@ -46,10 +38,6 @@ class InverseLossCurriculum(pl.Callback):
                 f"InverseLossCurriculum needs a module with inverse-loss weights (OperatorModule), "
                 f"got {type(pl_module).__name__}: remove the callback for this stage"
             )
-        if self.warmup_epochs is not None:
-            loss.warmup_epochs = int(self.warmup_epochs)
-        if self.max_weight is not None:
-            loss.max_weight = float(self.max_weight)
         return loss
 
     def weights_for_epoch(self, pl_module: pl.LightningModule, epoch: int) -> dict[str, float]:

@@ -265,7 +265,10 @@ def checkpoint_init_args(ckpt_path: str | Path) -> dict[str, Any]:
 
     from upt_lightning.errors import CheckpointError
 
+    from upt_lightning.runtime.legacy_hparams import grouped_hparams
+
     hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+    hparams = grouped_hparams(hparams)  # an earlier version's flat loss, sampling and optimiser settings
     hparams.pop("_instantiator", None)
     for key, off in REMOVED_INIT_ARGS.items():
         if key in hparams and hparams.pop(key) != off:

@@ -24,6 +24,7 @@ import logging
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -51,6 +52,28 @@ def _positive_int(name: str, value) -> int:
 def check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown query sampling strategy {strategy!r}; choose one of {STRATEGIES}")
+
+
+@dataclass(frozen=True)
+class QuerySampling:
+    """Where the decoder losses are evaluated (the Hydra group ``sampling``): at ``num_queries`` points drawn
+    by ``strategy`` ("uniform" or "stratified"), independently per sample (``per_sample``) or one set per
+    batch (the seed's way); ``num_queries=None``: at every point. Checked on construction."""
+
+    num_queries: int | None = None
+    strategy: str = "uniform"
+    per_sample: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_queries is not None:
+            object.__setattr__(self, "num_queries", _positive_int("sampling.num_queries", self.num_queries))
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"sampling.strategy={self.strategy!r} is unknown; choose one of {list(STRATEGIES)}")
+        if not isinstance(self.per_sample, bool):
+            raise TypeError(f"sampling.per_sample must be true or false, got {self.per_sample!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def _report_unsampled(total_points: int, num_queries: int) -> None:

@@ -58,7 +58,7 @@ def test_cached_latents_equal_encoding_each_frame_on_its_own(data_path, autoenco
 
 
 def test_training_step_with_cache_gives_the_same_loss_without_encoding(data_path, autoencoder_ckpt):
-    module = operator_module(autoencoder_ckpt, lambda_rollout=0.5)
+    module = operator_module(autoencoder_ckpt, loss={"lambda_rollout": 0.5})
     cache = LatentCache.build(windows(data_path), module)
     items = [cache[i] for i in (0, 3, 7, 9)]
     cached_batch = cache.collate_fn(items)
@@ -83,7 +83,7 @@ def test_training_step_with_cache_gives_the_same_loss_without_encoding(data_path
 
 
 def test_cache_without_fields_serves_latents_and_dt_and_gives_the_same_loss(data_path, autoencoder_ckpt, tmp_path):
-    module = operator_module(autoencoder_ckpt, use_inverse_losses=False)
+    module = operator_module(autoencoder_ckpt, loss={"use_inverse_losses": False})
     assert not module.training_reads_fields() and operator_module(autoencoder_ckpt).training_reads_fields()
     dataset = windows(data_path)
     cache = LatentCache.build(dataset, module, fields=False)

@@ -52,8 +52,8 @@ def _fit(stage1, cached: bool, **module_kwargs) -> tuple[Recorder, GridDataModul
 
 @pytest.mark.parametrize("inverse", [True, False], ids=["inverse losses on", "inverse losses off"])
 def test_fit_from_the_cache_has_the_losses_of_encoding_on_the_fly(stage1, inverse):
-    plain, _ = _fit(stage1, cached=False, use_inverse_losses=inverse)
-    cached, datamodule = _fit(stage1, cached=True, use_inverse_losses=inverse)
+    plain, _ = _fit(stage1, cached=False, loss={"use_inverse_losses": inverse})
+    cached, datamodule = _fit(stage1, cached=True, loss={"use_inverse_losses": inverse})
     assert len(cached.losses) == len(plain.losses) == STEPS
     # Fields are served only when a loss term compares them; latents only when cached.
     expected = {"latents", "dt", "traj", "t0"} | ({"fields", "targets", "coords"} if inverse else set())
@@ -96,7 +96,7 @@ def test_ddp_ranks_read_disjoint_shares_of_the_cache(stage1, tmp_path):
                          enable_model_summary=False, callbacks=[RankRecorder(str(tmp_path)), LatentCacheCallback()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(operator_module(ckpt, use_inverse_losses=False), datamodule=datamodule)
+        trainer.fit(operator_module(ckpt, loss={"use_inverse_losses": False}), datamodule=datamodule)
     shares = []
     for rank in (0, 1):
         records = [json.loads(line) for line in (tmp_path / f"rank{rank}.json").read_text().splitlines()]

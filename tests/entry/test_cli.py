@@ -44,14 +44,14 @@ TINY_STAGE1 = {
     "model": {"init_args": {
         "encoder": {"kind": "grid", "patch_size": 4, "dim": 16, "depth": 1, "num_heads": 2},
         "decoder": {"dim": 16, "depth": 1, "num_heads": 2, "num_frequencies": 3},
-        "latent_tokens": 4, "latent_dim": 8, "num_queries": 64,
+        "latent_tokens": 4, "latent_dim": 8, "sampling": {"num_queries": 64},
     }},
     "data": DATA,
 }
 TINY_STAGE2 = {
     "trainer": {"max_epochs": STAGE2_EPOCHS, "limit_train_batches": TRAIN_BATCHES, **QUIET},
-    "model": {"init_args": {"operator": {"dim": 16, "depth": 1, "num_heads": 2}, "num_queries": 64,
-                            "inverse_loss_warmup_epochs": 1}},
+    "model": {"init_args": {"operator": {"dim": 16, "depth": 1, "num_heads": 2}, "sampling": {"num_queries": 64},
+                            "loss": {"inverse_loss_warmup_epochs": 1}}},
     "data": DATA,
 }
 TINY_EVAL = {"trainer": QUIET, "data": DATA}

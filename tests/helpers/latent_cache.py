@@ -40,7 +40,8 @@ def write_groups_file(path, trajectories: int = 4) -> None:
 def fit_autoencoder(data_path, ckpt_path):
     """A stage-1 checkpoint from a real two-step fit, with the data's normalisation statistics."""
     datamodule = GridDataModule(str(data_path), batch_size=4, split=(0.5, 0.25, 0.25), rollout_horizon=2)
-    model = AutoencoderModule(field_channels={"u": 1, "v": 1}, coord_dim=2, grid_shape=GRID, num_queries=32, **TINY)
+    model = AutoencoderModule(field_channels={"u": 1, "v": 1}, coord_dim=2, grid_shape=GRID,
+                              sampling={"num_queries": 32}, **TINY)
     trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     with warnings.catch_warnings():
@@ -50,8 +51,9 @@ def fit_autoencoder(data_path, ckpt_path):
     return ckpt_path
 
 
-def operator_module(ckpt, **kwargs) -> OperatorModule:
+def operator_module(ckpt, loss=None, **kwargs) -> OperatorModule:
+    """A stage-2 module on ``ckpt``; ``loss`` overrides some of the loss settings (strong inverse terms)."""
     torch.manual_seed(0)
-    args = dict(operator={"dim": 16, "depth": 1, "num_heads": 2}, num_queries=24, lambda_inv_enc=0.5,
-                lambda_inv_dec=0.5)
+    loss = {"lambda_inv_enc": 0.5, "lambda_inv_dec": 0.5, "inverse_loss_max_weight": 0.5, **(loss or {})}
+    args = dict(operator={"dim": 16, "depth": 1, "num_heads": 2}, sampling={"num_queries": 24}, loss=loss)
     return OperatorModule(autoencoder_ckpt=str(ckpt), **{**args, **kwargs})

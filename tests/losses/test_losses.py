@@ -229,8 +229,10 @@ def test_bundle_weights_follow_the_one_curriculum_with_its_defaults(epoch, inv_e
     expected = {"lambda_forward": 1.0, "lambda_inv_enc": inv_enc, "lambda_inv_dec": 0.0, "lambda_rollout": 0.25,
                 "lambda_spectral": 0.0, "lambda_conservation": conservation}
     assert _term_weights(weights, epoch) == pytest.approx(expected)
-    # The same numbers as training's OperatorLoss at that epoch: one implementation of defaults and curriculum.
-    loss = OperatorLoss(weights)
+    # The same numbers as training's OperatorLoss at that epoch, given the bundle's (the seed's) defaults: one
+    # implementation of the curriculum.
+    loss = OperatorLoss(**weights, lambda_forward=1.0, lambda_inv_dec=0.0, lambda_spectral=0.0,
+                        inverse_loss_warmup_epochs=15, inverse_loss_max_weight=0.05)
     if epoch is not None:
         loss.set_epoch(epoch)
     assert _term_weights(weights, epoch) == loss.weights(0)

@@ -11,12 +11,14 @@ from upt_lightning.modules import OperatorModule
 
 
 def _operator(autoencoder_ckpt):
-    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, lambda_inv_enc=0.01,
-                          lambda_inv_dec=0.01, inverse_loss_warmup_epochs=0, num_queries=16)
+    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
+                          loss={"lambda_inv_enc": 0.01, "lambda_inv_dec": 0.01, "inverse_loss_warmup_epochs": 0},
+                          sampling={"num_queries": 16})
 
 
 def test_both_stages_train_in_bf16_mixed(autoencoder_ckpt):
-    for module, trained in ((tiny_autoencoder(num_queries=32), "encoder"), (_operator(autoencoder_ckpt), "operator")):
+    stages = ((tiny_autoencoder(sampling={"num_queries": 32}), "encoder"), (_operator(autoencoder_ckpt), "operator"))
+    for module, trained in stages:
         before = {k: v.clone() for k, v in getattr(module, trained).state_dict().items()}
         trainer = make_trainer(max_steps=3, limit_val_batches=0, precision="bf16-mixed")
         trainer.fit(module, train_dataloaders=loader())

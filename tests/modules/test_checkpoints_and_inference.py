@@ -162,7 +162,8 @@ def test_missing_or_foreign_stage1_checkpoint_is_a_clear_error(tmp_path):
 
 def test_bf16_autocast_clipping_and_accumulation_train(autoencoder_ckpt):
     model = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
-                           lambda_inv_enc=0.1, lambda_inv_dec=0.1, num_queries=32)
+                           loss={"lambda_inv_enc": 0.1, "lambda_inv_dec": 0.1, "inverse_loss_max_weight": 0.1},
+                           sampling={"num_queries": 32})
     before = {k: v.clone() for k, v in model.operator.state_dict().items()}
     frozen_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     trainer = make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, precision="bf16-mixed",

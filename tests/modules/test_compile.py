@@ -24,9 +24,9 @@ def _step(module, batch):
 
 
 def test_compiled_and_eager_training_steps_agree(autoencoder_ckpt):
-    eager = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, lambda_inv_enc=0.01,
-                           lambda_inv_dec=0.01, inverse_loss_warmup_epochs=0, num_queries=16,
-                           freeze_autoencoder=False)
+    eager = OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
+                           loss={"lambda_inv_enc": 0.01, "lambda_inv_dec": 0.01, "inverse_loss_warmup_epochs": 0},
+                           sampling={"num_queries": 16}, freeze_autoencoder=False)
     compiled = copy.deepcopy(eager)
     assert compile_parts(compiled, BACKEND) == ["encoder", "operator", "decoder"]
     assert compiled.encoder._compiled_call_impl is not None

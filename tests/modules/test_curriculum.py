@@ -11,11 +11,9 @@ from upt_lightning.callbacks import InverseLossCurriculum
 from upt_lightning.modules import OperatorModule
 
 
-def operator(ckpt, **kwargs):
-    args = dict(autoencoder_ckpt=str(ckpt), operator=TINY_OPERATOR, lambda_inv_enc=0.02, lambda_inv_dec=0.01,
-                inverse_loss_warmup_epochs=1, inverse_loss_max_weight=0.015, num_queries=16)
-    args.update(kwargs)
-    return OperatorModule(**args)
+def operator(ckpt, **loss):
+    loss = {**dict(lambda_inv_enc=0.015, lambda_inv_dec=0.01, inverse_loss_warmup_epochs=1), **loss}
+    return OperatorModule(autoencoder_ckpt=str(ckpt), operator=TINY_OPERATOR, loss=loss, sampling={"num_queries": 16})
 
 
 def logged_weights(log_dir):
@@ -29,8 +27,8 @@ def logged_weights(log_dir):
 
 
 def test_schedule_matches_the_seed_example(autoencoder_ckpt):
-    model = operator(autoencoder_ckpt, lambda_inv_enc=0.01, lambda_inv_dec=0.01)
-    callback = InverseLossCurriculum(warmup_epochs=5, max_weight=0.05)
+    model = operator(autoencoder_ckpt, lambda_inv_enc=0.01, lambda_inv_dec=0.01, inverse_loss_warmup_epochs=5)
+    callback = InverseLossCurriculum()
     got = [callback.weights_for_epoch(model, epoch)["lambda_inv_enc"] for epoch in (4, 5, 6, 9, 10)]
     assert got == pytest.approx([0.0, 0.0, 0.002, 0.008, 0.01])
 
@@ -48,7 +46,7 @@ def test_weights_are_applied_logged_and_survive_resume(autoencoder_ckpt, tmp_pat
 
     model, _ = fit(tmp_path / "straight", 4)
     straight = logged_weights(tmp_path / "straight")
-    # warmup 1: epochs 0 and 1 give 0, then min(base, cap): enc capped at 0.015, dec 0.01.
+    # warmup 1: epochs 0 and 1 give 0, then the base weights 0.015 and 0.01 (at most the cap, 0.05).
     assert straight == {0: (0.0, 0.0), 1: (0.0, 0.0), 2: pytest.approx((0.015, 0.01)), 3: pytest.approx((0.015, 0.01))}
     assert model.inverse_weights == {"lambda_inv_enc": 0.015, "lambda_inv_dec": 0.01}
 
@@ -82,7 +80,8 @@ def test_mid_epoch_resume_trains_the_rest_of_the_epoch_with_the_curriculum_weigh
         record = WeightsInEffect()
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=6, save_top_k=-1, filename="{step}")
         trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=4, limit_val_batches=0, logger=False,
-                               callbacks=[InverseLossCurriculum(), record, checkpoint], enable_checkpointing=True)
+                               callbacks=[InverseLossCurriculum(), record, checkpoint],
+                               enable_checkpointing=True)
         trainer.fit(operator(autoencoder_ckpt, inverse_loss_frequency=1), train_dataloaders=loader(),
                     ckpt_path=ckpt_path)
         return record.seen
@@ -95,7 +94,7 @@ def test_mid_epoch_resume_trains_the_rest_of_the_epoch_with_the_curriculum_weigh
     expected = {(epoch, idx): (inverse, weights) for epoch, idx, inverse, weights in straight}
     for epoch, idx, inverse, weights in resumed:
         assert (inverse, weights) == expected[(epoch, idx)], f"epoch {epoch} batch {idx}"
-    # Epoch 1 is still inside the warm-up (weight 0 up to and at epoch == warmup), epoch 2 at the capped weight.
+    # Epoch 1 is still inside the warm-up (weight 0 up to and at epoch == warmup), epoch 2 at the base weight.
     assert all(w["lambda_inv_enc"] == 0.0 for e, _, w, _ in resumed if e == 1)
     assert [w["lambda_inv_enc"] for e, _, w, _ in resumed if e == 2] == [pytest.approx(0.015)] * 4
 

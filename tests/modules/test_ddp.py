@@ -57,13 +57,13 @@ def fit(model, devices: int, callbacks=()):
 @pytest.mark.slow
 def test_two_processes_with_half_batches_reach_the_weights_of_one_process(tmp_path):
     pl.seed_everything(0)  # also sets PL_GLOBAL_SEED=0, the seed of Lightning's DistributedSampler
-    # Dense losses (num_queries=None): no sampling, so only the data split can differ between the runs.
-    start = tiny_autoencoder(num_queries=None, lambda_cycle=0.1)
+    # Dense losses (sampling.num_queries=None): no sampling, so only the data split can differ between the runs.
+    start = tiny_autoencoder(sampling={"num_queries": None}, lambda_cycle=0.1)
     initial = {name: p.detach().clone() for name, p in start.named_parameters()}
-    one = tiny_autoencoder(num_queries=None, lambda_cycle=0.1)
+    one = tiny_autoencoder(sampling={"num_queries": None}, lambda_cycle=0.1)
     one.load_state_dict(start.state_dict())
     single = fit(one, devices=1)
-    two = tiny_autoencoder(num_queries=None, lambda_cycle=0.1)
+    two = tiny_autoencoder(sampling={"num_queries": None}, lambda_cycle=0.1)
     two.load_state_dict(start.state_dict())
     distributed = fit(two, devices=2, callbacks=[QueryDraws(tmp_path)])  # rank 0's weights come back
 

@@ -27,17 +27,18 @@ def test_two_stage_fit_beats_persistence_at_one_step_and_the_last_rollout_step(t
         data.field_spec, data.coord_dim, data.grid_shape,
         encoder=dict(kind="grid", patch_size=2, dim=64, depth=1, num_heads=2, pooling="patch"),
         decoder=dict(dim=64, depth=1, num_heads=2, num_frequencies=4, mlp_ratio=1.0),
-        latent_tokens=64, latent_dim=16, lambda_cycle=0.0, lr=2e-3, num_queries=64,
-        optimizer="muon", muon_lr_ratio=2.5,
+        latent_tokens=64, latent_dim=16, lambda_cycle=0.0, sampling={"num_queries": 64},
+        optim={"lr": 2e-3, "optimizer": "muon", "muon_lr_ratio": 2.5},
     )
     stage1 = pl.Trainer(max_epochs=16, limit_val_batches=0, num_sanity_val_steps=0, **QUIET)
     stage1.fit(autoencoder, datamodule=data)
     stage1.save_checkpoint(tmp_path / "autoencoder.ckpt")
 
     operator = OperatorModule(autoencoder_ckpt=str(tmp_path / "autoencoder.ckpt"),
-                              operator=dict(dim=64, depth=2, num_heads=2), lambda_inv_enc=0.01,
-                              lambda_inv_dec=0.01, inverse_loss_warmup_epochs=1, num_queries=64, lr=2e-3,
-                              optimizer="muon", muon_lr_ratio=2.5)
+                              operator=dict(dim=64, depth=2, num_heads=2),
+                              loss={"lambda_inv_enc": 0.01, "lambda_inv_dec": 0.01, "inverse_loss_warmup_epochs": 1},
+                              sampling={"num_queries": 64},
+                              optim={"lr": 2e-3, "optimizer": "muon", "muon_lr_ratio": 2.5})
     stage2 = pl.Trainer(max_epochs=8, limit_val_batches=0, num_sanity_val_steps=0,
                         callbacks=[InverseLossCurriculum()], **QUIET)
     stage2.fit(operator, datamodule=data)

@@ -53,7 +53,7 @@ def datamodule(tmp_path_factory):
 def autoencoder() -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule({"u": 1, "v": 1}, 2, (16, 16), ENCODER, DECODER, latent_tokens=16, latent_dim=16,
-                             lambda_cycle=0.0, num_queries=32, datasets=DATASETS)
+                             lambda_cycle=0.0, sampling={"num_queries": 32}, datasets=DATASETS)
 
 
 def trainer(tmp_path, name, **kwargs) -> pl.Trainer:
@@ -144,8 +144,9 @@ def test_two_stages_report_each_dataset_and_round_trip_a_checkpoint(datamodule, 
     s1_trainer.strategy.connect(stage1)
     s1_trainer.save_checkpoint(tmp_path / "ae.ckpt", weights_only=True)
 
-    stage2 = OperatorModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), operator=OPERATOR, num_queries=32,
-                            inverse_loss_frequency=1, inverse_loss_warmup_epochs=0, lr=1e-3)
+    stage2 = OperatorModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), operator=OPERATOR,
+                            sampling={"num_queries": 32}, optim={"lr": 1e-3},
+                            loss={"inverse_loss_frequency": 1, "inverse_loss_warmup_epochs": 0})
     assert stage2.operator.num_datasets == 2
     fit = trainer(tmp_path, "s2")
     fit.fit(stage2, datamodule=datamodule)

@@ -74,8 +74,9 @@ def assert_changed(a, b):
 
 def make_module(stage: str, autoencoder_ckpt, **kwargs):
     if stage == "autoencoder":
-        return tiny_autoencoder(num_queries=32, **kwargs)
-    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, num_queries=32, **kwargs)
+        return tiny_autoencoder(sampling={"num_queries": 32}, **kwargs)
+    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, sampling={"num_queries": 32},
+                          **kwargs)
 
 
 @pytest.mark.parametrize("stage", ["autoencoder", "operator"])

@@ -20,7 +20,7 @@ def seeds_of_a_fit(seed: int) -> list[tuple[int, int]]:
     record = GeneratorSeeds()
     trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, accumulate_grad_batches=2,
                            callbacks=[record])
-    trainer.fit(tiny_autoencoder(num_queries=32, seed=seed), train_dataloaders=loader())
+    trainer.fit(tiny_autoencoder(sampling={"num_queries": 32}, seed=seed), train_dataloaders=loader())
     return record.seen
 
 

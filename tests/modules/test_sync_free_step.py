@@ -56,13 +56,14 @@ class SyncCounter:
 
 
 def _operator(autoencoder_ckpt, **kwargs):
-    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR, lambda_inv_enc=0.01,
-                          lambda_inv_dec=0.01, inverse_loss_warmup_epochs=0, num_queries=16, **kwargs)
+    return OperatorModule(autoencoder_ckpt=str(autoencoder_ckpt), operator=TINY_OPERATOR,
+                          loss={"lambda_inv_enc": 0.01, "lambda_inv_dec": 0.01, "inverse_loss_warmup_epochs": 0},
+                          sampling={"num_queries": 16}, **kwargs)
 
 
 @pytest.mark.parametrize("stage", ["autoencoder", "operator"])
 def test_a_training_step_with_deferred_checks_makes_no_syncing_call(monkeypatch, autoencoder_ckpt, stage):
-    module = tiny_autoencoder(num_queries=32) if stage == "autoencoder" else _operator(autoencoder_ckpt)
+    module = tiny_autoencoder(sampling={"num_queries": 32}) if stage == "autoencoder" else _operator(autoencoder_ckpt)
     counter = SyncCounter(monkeypatch, module)
     make_trainer(max_steps=4, limit_val_batches=0, callbacks=[SyncFreeChecks(every_n_steps=100)]).fit(
         module, train_dataloaders=loader())
@@ -90,7 +91,7 @@ def test_deferred_checks_raise_the_same_errors_at_the_next_read(autoencoder_ckpt
         make_trainer(max_steps=6, limit_val_batches=0, callbacks=[SyncFreeChecks(every_n_steps=3)]).fit(
             _operator(autoencoder_ckpt), train_dataloaders=replay)
 
-    module = _operator(autoencoder_ckpt, lr=1e30)  # diverges: the loss goes non-finite within a few steps
+    module = _operator(autoencoder_ckpt, optim={"lr": 1e30})  # diverges: the loss goes non-finite within a few steps
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss at global step \d+ .*every few steps"):
         make_trainer(max_steps=30, limit_val_batches=0, callbacks=[SyncFreeChecks(every_n_steps=4)]).fit(
             module, train_dataloaders=loader())

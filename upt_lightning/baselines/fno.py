@@ -16,7 +16,8 @@ from upt_lightning.modules.base import PreparedBatch
 from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.modules.surrogate import SurrogateModule
 from upt_lightning.models.normalizer import FieldNormalizer
-from upt_lightning.modules.optim import check_optim_settings
+from upt_lightning.modules.optim import OptimSettings
+from upt_lightning.settings import settings_of
 from upt_lightning.models.upt import check_decode_steps
 
 
@@ -47,10 +48,11 @@ class FNOModule(SurrogateModule):
             trained, and a finer grid would use their random weights.
         hidden_channels, n_layers: width and number of Fourier layers.
         fno_kwargs: further keyword arguments of ``neuralop.models.FNO`` (e.g. {"norm": "group_norm"}).
-        lr, weight_decay, optimizer, scheduler, warmup_fraction, min_lr_ratio, betas: the ``optim`` config
-            group, as for UPT's stages (:mod:`upt_lightning.modules.optim`); by default AdamW with a cosine
-            from ``lr`` to 0 over the run's steps (or its time budget).
+        optim: an :class:`~upt_lightning.modules.optim.OptimSettings` or a mapping of its arguments (the ``optim``
+            config group with ``stage2.lr``), as for UPT's stages; by default AdamW at 1e-3 with a cosine to 0
+            over the run's steps (or its time budget).
         nan_policy: "raise" or "skip" on a NaN/Inf training loss, as for the UPT modules.
+        conservation: the data set's declared quantities, whose drift the rollouts report (as for UPT).
     """
 
     def __init__(
@@ -58,15 +60,12 @@ class FNOModule(SurrogateModule):
         field_channels: Mapping[str, int],
         grid_shape: Sequence[int],
         n_modes: int | Sequence[int] = 16,
-        hidden_channels: int = 32, n_layers: int = 4,
+        hidden_channels: int = 32,
+        n_layers: int = 4,
         fno_kwargs: Mapping[str, Any] | None = None,
-        lr: float = 1e-3, weight_decay: float = 1e-4,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
         nan_policy: Literal["raise", "skip"] = "raise",
-        *,
-        optimizer: str = "adamw", scheduler: str = "cosine", warmup_fraction: float = 0.0,
-        min_lr_ratio: float = 0.0, betas: Sequence[float] = (0.9, 0.999),
         conservation: Mapping[str, Any] | None = None,
-        muon_lr_ratio: float = 1.0,
     ):
         super().__init__()
         if grid_shape is None:
@@ -81,8 +80,7 @@ class FNOModule(SurrogateModule):
         for name, value in (("hidden_channels", hidden_channels), ("n_layers", n_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
-        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr,
-                             muon_lr_ratio=muon_lr_ratio)
+        optim = self.optim_settings = settings_of(OptimSettings, optim, "optim")
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)
@@ -90,7 +88,7 @@ class FNOModule(SurrogateModule):
         fno_class = require_neuralop()
         self.fno = fno_class(n_modes=modes, in_channels=self.num_channels, out_channels=self.num_channels,
                              hidden_channels=hidden_channels, n_layers=n_layers, **dict(fno_kwargs or {}))
-        self.save_hyperparameters()
+        self.save_init_arguments()
         self.init_forecast_evaluation(channel_names(self.field_spec), conservation)
 
     def state_dict(self, *args, **kwargs):

@@ -53,11 +53,12 @@ def grid_operator_module(
     autoencoder = {
         "field_channels": FIELDS, "coord_dim": len(grid_shape), "grid_shape": tuple(grid_shape),
         "encoder": encoder, "decoder": preset["decoder"],
-        "latent_tokens": preset["latent_tokens"], "latent_dim": preset["latent_dim"],
+        "latent_tokens": preset["latent_tokens"], "latent_dim": preset["latent_dim"], "source": UNTRAINED,
     }
     module = OperatorModule(
-        autoencoder=autoencoder, autoencoder_source=UNTRAINED, operator=preset["operator"],
-        num_queries=num_queries, query_strategy=query_strategy, sampled_inverse_gradient=sampled_inverse_gradient,
+        autoencoder=autoencoder, operator=preset["operator"],
+        loss={"sampled_inverse_gradient": sampled_inverse_gradient},
+        sampling={"num_queries": num_queries, "strategy": query_strategy},
     )
     return module.to(device)
 

@@ -47,8 +47,8 @@ class LossBundle:
 
 def base_weights(weights: Mapping[str, float]) -> dict[str, float]:
     """Every term's weight key -> its checked base weight: ``weights`` over the defaults (1 for
-    ``lambda_forward``, 0 for every other term). The one place of these defaults: the bundle and
-    ``OperatorLoss`` both read weights through it."""
+    ``lambda_forward``, 0 for every other term: the seed's defaults of a weights mapping given to the bundle;
+    ``OperatorLoss`` passes every key, with the project's defaults)."""
     unknown = sorted(set(weights) - set(TERM_WEIGHT_KEYS))
     if unknown:
         raise ValueError(f"unknown loss weight keys {unknown}; known keys are {list(TERM_WEIGHT_KEYS)}")

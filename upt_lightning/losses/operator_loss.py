@@ -14,7 +14,6 @@ from upt_lightning.losses.bundle import (
     curriculum_weights,
 )
 from upt_lightning.losses.checks import check_non_negative_int, check_weight
-from upt_lightning.losses.curriculum import MAX_WEIGHT, WARMUP_EPOCHS
 
 
 class OperatorLoss:
@@ -35,24 +34,58 @@ class OperatorLoss:
     epoch start; the LightningModule asks :meth:`weights` for each batch and calls the bundle through
     :meth:`__call__`.
 
+    Its arguments are the ``loss`` config group's keys (conf/loss/default.yaml, built by Hydra's ``instantiate``),
+    and their defaults are the project's; the module stores :meth:`as_dict` among its hyperparameters.
+
     Args:
-        weights: base weights by key (``lambda_forward``, ``lambda_inv_enc``, ...; missing keys are 0
-            except ``lambda_forward``, which defaults to 1).
-        inverse_frequency: the inverse terms run on every N-th *batch* (the seed's frequency counts batches).
-        warmup_epochs, max_weight: the curriculum's warm-up and cap (default: the seed's 15 and 0.05).
-        use_inverse: False switches both inverse terms off whatever their weights.
+        lambda_forward, lambda_inv_enc, lambda_inv_dec, lambda_rollout, lambda_spectral, lambda_conservation:
+            base weights of the bundle's terms (>= 0).
+        lambda_recon: reconstruction of the encoded input, in end-to-end training only (the module adds it).
+        use_inverse_losses: False switches both inverse terms off whatever their weights.
+        inverse_loss_frequency: the inverse terms run on every N-th *batch* (the seed's frequency counts batches).
+        inverse_loss_warmup_epochs, inverse_loss_max_weight: the curriculum's warm-up and cap; a scheduled
+            weight above the cap is refused (the run would silently train with the cap).
+        sampled_inverse_gradient: with query sampling and a grid encoder, L_inv_dec backpropagates through the
+            sampled points only (same value, unbiased gradient; see ``inverse_decoding_loss``).
     """
 
-    def __init__(self, weights: Mapping[str, float], inverse_frequency: int = 1, warmup_epochs: int = WARMUP_EPOCHS,
-                 max_weight: float = MAX_WEIGHT, use_inverse: bool = True):
-        self.base = base_weights(weights)
-        self.inverse_frequency = check_non_negative_int("loss.inverse_loss_frequency", inverse_frequency)
+    def __init__(self, lambda_forward: float = 1.0, lambda_inv_enc: float = 0.01, lambda_inv_dec: float = 0.01,
+                 lambda_rollout: float = 0.0, lambda_spectral: float = 0.0, lambda_conservation: float = 0.0,
+                 lambda_recon: float = 1.0, use_inverse_losses: bool = True, inverse_loss_frequency: int = 1,
+                 inverse_loss_warmup_epochs: int = 5, inverse_loss_max_weight: float = 0.05,
+                 sampled_inverse_gradient: bool = True):
+        self.base = base_weights(dict(
+            lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
+            lambda_rollout=lambda_rollout, lambda_spectral=lambda_spectral, lambda_conservation=lambda_conservation))
+        self.lambda_recon = check_weight("loss.lambda_recon", lambda_recon)
+        self.inverse_frequency = check_non_negative_int("loss.inverse_loss_frequency", inverse_loss_frequency)
         if self.inverse_frequency < 1:
-            raise ValueError(f"loss.inverse_loss_frequency must be >= 1 (every N batches), got {inverse_frequency}")
-        self.warmup_epochs = check_non_negative_int("loss.inverse_loss_warmup_epochs", warmup_epochs)
-        self.max_weight = check_weight("loss.inverse_loss_max_weight", max_weight)
-        self.use_inverse = bool(use_inverse)
+            raise ValueError(f"loss.inverse_loss_frequency must be >= 1 (every N batches), got {inverse_loss_frequency}")
+        self.warmup_epochs = check_non_negative_int("loss.inverse_loss_warmup_epochs", inverse_loss_warmup_epochs)
+        self.max_weight = check_weight("loss.inverse_loss_max_weight", inverse_loss_max_weight)
+        self.use_inverse = bool(use_inverse_losses)
+        for key in CURRICULUM_WEIGHT_KEYS:
+            if key in INVERSE_WEIGHT_KEYS and not self.use_inverse:
+                continue  # switched off: its weight is never used
+            if self.base[key] > self.max_weight:
+                raise ValueError(
+                    f"loss.{key}={self.base[key]} exceeds loss.inverse_loss_max_weight={self.max_weight}, which caps "
+                    f"it: the run would train with {self.max_weight}. Raise the cap "
+                    f"(loss.inverse_loss_max_weight={self.base[key]}) or lower the weight")
+        self.sampled_gradient = bool(sampled_inverse_gradient)
         self.epoch: int | None = None
+
+    def as_dict(self) -> dict:
+        """The constructor's arguments as plain values (what checkpoints store)."""
+        return dict(**self.base, lambda_recon=self.lambda_recon, use_inverse_losses=self.use_inverse,
+                    inverse_loss_frequency=self.inverse_frequency, inverse_loss_warmup_epochs=self.warmup_epochs,
+                    inverse_loss_max_weight=self.max_weight, sampled_inverse_gradient=self.sampled_gradient)
+
+    def reads_fields(self) -> bool:
+        """Whether a term compares physical fields (inverse, spectral, conservation): a latent cache then has to
+        serve the fields too."""
+        inverse = self.use_inverse and (self.base["lambda_inv_enc"] > 0 or self.base["lambda_inv_dec"] > 0)
+        return inverse or self.base["lambda_spectral"] > 0 or self.base["lambda_conservation"] > 0
 
     def set_epoch(self, epoch: int) -> None:
         """Follow the curriculum from ``epoch`` on (the training epoch in progress)."""

@@ -13,6 +13,8 @@ from upt_lightning.models.multi_dataset import batch_dataset
 from upt_lightning.modules.base import UPTModuleBase
 from upt_lightning.modules.dataset_logs import per_dataset_logs
 from upt_lightning.modules.evaluation import OneStepEvaluation, without_padding
+from upt_lightning.modules.optim import OptimSettings
+from upt_lightning.query_sampling import QuerySampling
 
 
 class AutoencoderModule(UPTModuleBase):
@@ -33,32 +35,20 @@ class AutoencoderModule(UPTModuleBase):
         decoder: Mapping[str, Any] | None = None,
         latent_tokens: int = 16,
         latent_dim: int = 32,
+        datasets: Mapping[str, Mapping[str, Any]] | None = None,
         lambda_cycle: float = 0.1,
-        num_queries: int | None = None,
-        query_strategy: str = "uniform",
-        per_sample_queries: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        warmup_fraction: float = 0.05,
+        sampling: QuerySampling | Mapping[str, Any] | None = None,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
         seed: int = 0,
         nan_policy: Literal["raise", "skip"] = "raise",
-        *,
-        optimizer: str = "adamw",
-        scheduler: str = "cosine",
-        min_lr_ratio: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.999),
-        datasets: Mapping[str, Mapping[str, Any]] | None = None,
-        muon_lr_ratio: float = 1.0,
     ):
         if lambda_cycle < 0:  # checked before the models are built, so this message comes first
             raise ValueError(f"lambda_cycle must be >= 0, got {lambda_cycle}")
-        super().__init__(
-            field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
-            num_queries, query_strategy, per_sample_queries, lr, weight_decay, warmup_fraction, seed,
-            nan_policy=nan_policy, optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio,
-            betas=betas, datasets=datasets, muon_lr_ratio=muon_lr_ratio,
-        )
-        self.save_hyperparameters()
+        super().__init__(field_channels, coord_dim, grid_shape, encoder, decoder, latent_tokens, latent_dim,
+                         datasets, sampling, optim, seed, nan_policy)
+        sampling, optim = self.sampling, self.optim_settings  # stored as mappings (save_init_arguments)
+        grid_shape = None if grid_shape is None else [int(size) for size in grid_shape]  # a list reads back alike
+        self.save_init_arguments()
         if self.dataset_specs is None:
             self.val_eval, self.test_eval = self._reconstruction_metrics()
             return
@@ -92,12 +82,10 @@ class AutoencoderModule(UPTModuleBase):
     def training_step(self, batch, batch_idx):
         b = self.prepare_batch(batch)
         latent = self.encode(b.fields, b.coords, b.meta)
-        sampling = dict(
-            num_queries=self.hparams.num_queries, query_strategy=self.hparams.query_strategy,
-            grid_shape=self.grid_shape,
-        )
+        sampling = dict(num_queries=self.sampling.num_queries, query_strategy=self.sampling.strategy,
+                        grid_shape=self.grid_shape)
         generator = self.query_generator()
-        per_sample = self.hparams.per_sample_queries
+        per_sample = self.sampling.per_sample
         recon = inverse_encoding_loss(
             split_fields(b.fields, self.field_spec), latent, self.decoder, b.coords, 1.0, **sampling,
             generator=generator, per_sample=per_sample, mask=b.mask,

@@ -15,9 +15,10 @@ from upt_lightning.models.builders import build_autoencoder_parts
 from upt_lightning.models.upt import encoder_meta
 from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.modules.surrogate import SurrogateModule
-from upt_lightning.modules.optim import check_optim_settings
+from upt_lightning.modules.optim import OptimSettings
 from upt_lightning.modules.seeding import mix_seed
-from upt_lightning.query_sampling import STRATEGIES
+from upt_lightning.query_sampling import QuerySampling
+from upt_lightning.settings import settings_of
 
 log = logging.getLogger("upt_lightning.modules")
 
@@ -47,15 +48,10 @@ class UPTModuleBase(SurrogateModule):
         encoder: {"kind": "grid"|"mesh", **kwargs} for GridEncoder / MeshEncoder.
         decoder: kwargs for AnyPointDecoder.
         latent_tokens, latent_dim: latent shape (T, D) shared by all models.
-        num_queries: points sampled for the decoder losses (None = all points).
-        query_strategy: "uniform" or "stratified".
-        per_sample_queries: independent query sets per sample (True) or one set per batch (the seed's way).
-        lr, weight_decay, warmup_fraction: base learning rate, weight decay, linear warm-up over this
-            fraction of the run's steps.
-        optimizer, scheduler, min_lr_ratio, betas, muon_lr_ratio: the rest of the ``optim`` config group
-            (:mod:`upt_lightning.modules.optim`): "adamw", "adam" or "muon" (Muon at ``muon_lr_ratio * lr``
-            for the weight matrices, AdamW for the rest); after the warm-up "cosine" decays to
-            ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``.
+        sampling: where the decoder losses are evaluated: a :class:`~upt_lightning.query_sampling.QuerySampling`
+            or a mapping of its arguments (the ``sampling`` config group); default: every point.
+        optim: the optimiser and schedule: an :class:`~upt_lightning.modules.optim.OptimSettings` or a mapping of
+            its arguments (the ``optim`` config group with the stage's ``lr``); default: AdamW at 1e-3, cosine.
         seed: base seed of the query-sampling generator (combined with rank and batch index).
         datasets: one model over several datasets: ``{name: {field_channels, grid_shape, encoder}}`` (``encoder``:
             overrides of ``encoder`` for that dataset, e.g. its ``patch_size``). Each dataset gets its own
@@ -77,29 +73,15 @@ class UPTModuleBase(SurrogateModule):
         decoder: Mapping[str, Any] | None = None,
         latent_tokens: int = 16,
         latent_dim: int = 32,
-        num_queries: int | None = None,
-        query_strategy: str = "uniform",
-        per_sample_queries: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        warmup_fraction: float = 0.05,
+        datasets: Mapping[str, Mapping[str, Any]] | None = None,
+        sampling: QuerySampling | Mapping[str, Any] | None = None,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
         seed: int = 0,
         nan_policy: Literal["raise", "skip"] = "raise",
-        *,
-        optimizer: str = "adamw",
-        scheduler: str = "cosine",
-        min_lr_ratio: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.999),
-        datasets: Mapping[str, Mapping[str, Any]] | None = None,
-        muon_lr_ratio: float = 1.0,
     ):
         super().__init__()
-        if num_queries is not None and int(num_queries) <= 0:
-            raise ValueError(f"sampling.num_queries must be positive or null (all points), got {num_queries}")
-        if query_strategy not in STRATEGIES:
-            raise ValueError(f"sampling.strategy={query_strategy!r} is unknown; choose one of {STRATEGIES}")
-        check_optim_settings(optimizer, scheduler, weight_decay, warmup_fraction, min_lr_ratio, betas, lr,
-                             muon_lr_ratio=muon_lr_ratio)
+        self.sampling = settings_of(QuerySampling, sampling, "sampling")
+        self.optim_settings = settings_of(OptimSettings, optim, "optim")
         self.nan_policy = check_nan_policy(nan_policy)
         self.field_spec = validate_field_spec(field_channels)
         self.num_channels = total_channels(self.field_spec)

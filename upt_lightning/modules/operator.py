@@ -16,6 +16,9 @@ from upt_lightning.models.builders import build_operator
 from upt_lightning.runtime.checkpoints import ARCH_KEYS, adopt_autoencoder_state, load_autoencoder_checkpoint
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement
 from upt_lightning.models.upt import ROLLOUT_MODES, UPT
+from upt_lightning.modules.optim import OptimSettings
+from upt_lightning.query_sampling import QuerySampling
+from upt_lightning.settings import settings_of
 
 # Lightning warns about modules left in eval mode at fit start; the frozen stage-1 models are so on purpose.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -33,32 +36,27 @@ class OperatorModule(UPTModuleBase):
         autoencoder_ckpt: a stage-1 (:class:`AutoencoderModule`) checkpoint; its architecture, weights and
             normalisation statistics are taken over. Required when ``freeze_autoencoder`` is True.
         autoencoder: stage-1 architecture hyperparameters (field_channels, coord_dim, grid_shape, encoder,
-            decoder, latent_tokens, latent_dim) when no checkpoint is given (end-to-end training from scratch).
-            Checkpoints of this module store them here, so ``load_from_checkpoint`` needs no stage-1 file.
+            decoder, latent_tokens, latent_dim, datasets) when no checkpoint is given (end-to-end training from
+            scratch), and ``source``: the stage-1 file the weights came from. Checkpoints of this module store
+            them here, so ``load_from_checkpoint`` needs no stage-1 file.
         operator: kwargs of :class:`LatentOperator`.
         freeze_autoencoder: encoder/decoder frozen (requires_grad False, eval mode, not in the optimiser).
             False trains all three end to end (the UPT paper's way); then the encoded input is also
-            reconstructed (``lambda_recon``) and target latents are detached to prevent collapse.
-        use_inverse_losses, lambda_*: loss switches and base weights (seed names). The effective inverse
-            weights come from the :class:`InverseLossCurriculum` callback when attached, else stay at base.
-        inverse_loss_frequency: inverse losses run on every N-th *batch* (batch_idx % N == 0), as in the seed.
-        inverse_loss_warmup_epochs, inverse_loss_max_weight: read by the curriculum callback.
-        sampled_inverse_gradient: with ``num_queries`` and a grid encoder, L_inv_dec backpropagates
-            through the sampled points only (same loss value, unbiased gradient, a fraction of the
-            decoder's cost; see ``inverse_decoding_loss``); False backpropagates through every point.
+            reconstructed (``loss.lambda_recon``) and target latents are detached to prevent collapse.
+        loss: an :class:`OperatorLoss` or a mapping of its arguments (the ``loss`` config group): the terms'
+            weights, the inverse terms' batch frequency and their curriculum (read by the
+            :class:`InverseLossCurriculum` callback when attached; without it the weights stay at base).
+        sampling, optim, seed, nan_policy: as in :class:`UPTModuleBase`.
         rollout_eval_mode: "latent" (encode once) or "physical" (decode and re-encode every step) in val/test.
-        num_queries ... seed, nan_policy: as in :class:`UPTModuleBase`.
         conservation: the data set's conserved or dissipated quantities ``{name: {kind, fields}}``, whose drift
             from the truth val/test rollouts log per horizon (``test/conservation/<name>_h<k>``); None: none.
             For a multi-dataset model (stage 1 trained with ``datasets``): ``{dataset: {name: {kind, fields}}}``.
-
-    ``latent_refinement`` ({steps, lr, points, rate} or None): every encode (training, latent cache, evaluation)
-    refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that many
-    random points (models/refinement.py); needs ``freeze_autoencoder``.
-
-    ``inference_refinement`` ({steps, lr, points, rate, carry} or None): predictions (validation, test,
-    ``rollout``) refine the latent of the frame they start from and decode the k-th step's latent plus
-    carry^k times that correction (latent-mode rollouts; models/refinement.py). Training is unchanged.
+        latent_refinement ({steps, lr, points, rate} or None): every encode (training, latent cache, evaluation)
+            refines the encoder's latent by that many Adam steps on the frozen decoder's reconstruction at that
+            many random points (models/refinement.py); needs ``freeze_autoencoder``.
+        inference_refinement ({steps, lr, points, rate, carry} or None): predictions (validation, test,
+            ``rollout``) refine the latent of the frame they start from and decode the k-th step's latent plus
+            carry^k times that correction (latent-mode rollouts; models/refinement.py). Training is unchanged.
 
     A stage-1 model over several datasets (``datasets`` in its architecture) makes a multi-dataset operator:
     the operator is conditioned on the batch's dataset, and val/test report every metric per dataset
@@ -71,101 +69,64 @@ class OperatorModule(UPTModuleBase):
         autoencoder: Mapping[str, Any] | None = None,
         operator: Mapping[str, Any] | None = None,
         freeze_autoencoder: bool = True,
-        use_inverse_losses: bool = True,
-        lambda_forward: float = 1.0,
-        lambda_inv_enc: float = 0.01,
-        lambda_inv_dec: float = 0.01,
-        lambda_rollout: float = 0.0,
-        lambda_spectral: float = 0.0,
-        lambda_recon: float = 1.0,
-        lambda_conservation: float = 0.0,
-        inverse_loss_frequency: int = 1,
-        inverse_loss_warmup_epochs: int = 5,
-        inverse_loss_max_weight: float = 0.05,
-        sampled_inverse_gradient: bool = True,
-        num_queries: int | None = None,
-        query_strategy: str = "uniform",
-        per_sample_queries: bool = True,
+        loss: OperatorLoss | Mapping[str, Any] | None = None,
+        sampling: QuerySampling | Mapping[str, Any] | None = None,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
         rollout_eval_mode: str = "latent",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        warmup_fraction: float = 0.05,
-        seed: int = 0,
-        autoencoder_source: str | None = None,
-        nan_policy: Literal["raise", "skip"] = "raise",
-        *,
-        optimizer: str = "adamw",
-        scheduler: str = "cosine",
-        min_lr_ratio: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.999),
         conservation: Mapping[str, Any] | None = None,
-        muon_lr_ratio: float = 1.0,
         latent_refinement: Mapping[str, Any] | None = None,
         inference_refinement: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ):
         state = None
         if autoencoder_ckpt is not None:
-            autoencoder, state = load_autoencoder_checkpoint(autoencoder_ckpt)
-            autoencoder_source = str(autoencoder_ckpt)
+            architecture, state = load_autoencoder_checkpoint(autoencoder_ckpt)
+            autoencoder = {**architecture, "source": str(autoencoder_ckpt)}
         if autoencoder is None:
             raise ValueError(
                 "OperatorModule needs a stage-1 model: pass autoencoder_ckpt=PATH (a trained AutoencoderModule "
                 "checkpoint) or, for end-to-end training with freeze_autoencoder=False, autoencoder={...}"
             )
-        if freeze_autoencoder and autoencoder_source is None:
+        source = autoencoder.get("source")
+        if freeze_autoencoder and source is None:
             raise ValueError(
                 "freeze_autoencoder=True with an untrained encoder/decoder would freeze random weights: "
                 "give autoencoder_ckpt=PATH from stage 1, or set freeze_autoencoder=False"
             )
-        for name, value in (("lambda_recon", lambda_recon), ("inverse_loss_max_weight", inverse_loss_max_weight)):
-            if value < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {value}")
         if rollout_eval_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_eval_mode={rollout_eval_mode!r} is unknown; choose one of {ROLLOUT_MODES}")
-        latent_refinement = check_refinement(latent_refinement, freeze_autoencoder)
+        latent_refinement = check_refinement(latent_refinement, freeze_autoencoder)  # with the defaults filled in
         inference_refinement = check_inference_refinement(inference_refinement)
         # Every term weight, the inverse terms' batch frequency and their curriculum live in one object.
-        operator_loss = OperatorLoss(
-            dict(lambda_forward=lambda_forward, lambda_inv_enc=lambda_inv_enc, lambda_inv_dec=lambda_inv_dec,
-                 lambda_rollout=lambda_rollout, lambda_spectral=lambda_spectral,
-                 lambda_conservation=lambda_conservation),
-            inverse_frequency=inverse_loss_frequency, warmup_epochs=inverse_loss_warmup_epochs,
-            max_weight=inverse_loss_max_weight, use_inverse=use_inverse_losses,
-        )
+        loss = settings_of(OperatorLoss, loss, "loss")
         arch = {k: autoencoder[k] for k in ARCH_KEYS if k in autoencoder and autoencoder[k] is not None}
-        super().__init__(
-            **arch, num_queries=num_queries, query_strategy=query_strategy, per_sample_queries=per_sample_queries,
-            lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction, seed=seed, nan_policy=nan_policy,
-            optimizer=optimizer, scheduler=scheduler, min_lr_ratio=min_lr_ratio, betas=betas,
-            muon_lr_ratio=muon_lr_ratio,
-        )
+        super().__init__(**arch, sampling=sampling, optim=optim, seed=seed, nan_policy=nan_policy)
         operator = dict(operator or {})
         if self.dataset_specs is not None:
             operator["num_datasets"] = len(self.dataset_specs)  # the dataset conditions the operator like dt
         self.operator = build_operator(operator, self.encoder.latent_tokens, self.encoder.latent_dim)
         if state is not None:
             adopt_autoencoder_state(self, state)
-        self.save_hyperparameters()
-        # Checkpoints of this module carry the stage-1 weights in their state_dict: store the architecture,
-        # not the path, so loading never needs the stage-1 file again.
-        self.hparams["autoencoder_ckpt"] = None
-        self.hparams["autoencoder"] = arch
-        self.hparams["autoencoder_source"] = autoencoder_source
-        self.hparams["latent_refinement"] = latent_refinement  # with the defaults filled in
-        self.hparams["inference_refinement"] = inference_refinement
+        # Checkpoints of this module carry the stage-1 weights in their state_dict: store the architecture and
+        # where it came from, not the path to load, so loading never needs the stage-1 file again.
+        autoencoder_ckpt, autoencoder = None, {**arch, "source": source}
+        if autoencoder.get("grid_shape") is not None:  # a list, as YAML and jsonargparse read it back
+            autoencoder["grid_shape"] = [int(size) for size in autoencoder["grid_shape"]]
+        sampling, optim = self.sampling, self.optim_settings
+        self.save_init_arguments()
         if freeze_autoencoder:
             for module in (self.encoder, self.decoder):
                 module.requires_grad_(False)
                 module.eval()
-        self.operator_loss = operator_loss
+        self.operator_loss = loss
         self.init_forecast_evaluation(channel_names(self.field_spec), conservation)  # sets self.conserved
         states = getattr(self, "_forecast_states", None)  # one per dataset of a multi-dataset model
         undeclared = [n for n, state in states.items() if not state["conserved"]] if states else []
-        if lambda_conservation > 0 and (undeclared or not self.conserved):
+        if loss.base["lambda_conservation"] > 0 and (undeclared or not self.conserved):
             raise ValueError("loss.lambda_conservation > 0 needs the data set's conserved quantities: declare "
                              "data.conservation (conservation={name: {kind, fields}}) or set lambda_conservation=0")
 
-    # ----------------------------------------------------------- checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint whose predictions relied on anchored decoding, which was removed.
 
@@ -269,14 +230,12 @@ class OperatorModule(UPTModuleBase):
     def training_reads_fields(self) -> bool:
         """Whether a training step may read the batch's fields: False when every configured loss term
         works in latent space (a latent cache then needs to serve no fields at all)."""
-        hp = self.hparams
-        inverse = bool(hp.use_inverse_losses) and (hp.lambda_inv_enc > 0 or hp.lambda_inv_dec > 0)
-        physical = hp.lambda_spectral > 0 or hp.lambda_conservation > 0
-        return inverse or physical or not hp.freeze_autoencoder
+        return self.operator_loss.reads_fields() or not self.hparams.freeze_autoencoder
 
     def training_step(self, batch, batch_idx):
-        hp = self.hparams
-        frozen = bool(hp.freeze_autoencoder)
+        frozen = bool(self.hparams.freeze_autoencoder)
+        weights = self.operator_loss.weights(batch_idx)
+        rolling = self.operator_loss.base["lambda_rollout"] > 0
         cached = batch.get("latents")
         if cached is not None and self.dataset_specs is not None:
             raise ValueError("a latent cache serves one dataset; train a multi-dataset model without stage2.latent_cache")
@@ -289,11 +248,11 @@ class OperatorModule(UPTModuleBase):
         horizon = cached.shape[1] - 1 if b is None else b.targets.shape[1]
         size = cached.shape[0] if b is None else b.fields.shape[0]
         dt = b.dt if b is not None else self.normalizer.normalize_dt(batch["dt"]).reshape(-1).expand(size)
-        if hp.lambda_rollout > 0 and horizon < 2:
+        if rolling and horizon < 2:
             raise ValueError(
                 "loss.lambda_rollout > 0 needs rollout windows in training: set data.train_horizon >= 2"
             )
-        used_targets = horizon if hp.lambda_rollout > 0 else 1
+        used_targets = horizon if rolling else 1
         if cached is not None:
             # A latent cache (frozen encoder only) replaces both encoder calls.
             z_t, z_targets = cached[:, 0], cached[:, 1 : 1 + used_targets]
@@ -305,29 +264,30 @@ class OperatorModule(UPTModuleBase):
         z_pred = self.step(z_t, dt)
 
         pred_rollout = target_rollout = None
-        if hp.lambda_rollout > 0:
+        if rolling:
             latents = [z_pred]
             for _ in range(1, horizon):
                 latents.append(self.step(latents[-1], dt))
             pred_rollout, target_rollout = torch.stack(latents, dim=1), z_targets
 
-        weights = self.operator_loss.weights(batch_idx)
+        sampling = self.sampling
         bundle = self.operator_loss(
             batch_idx, encoded_latent=z_pred, pred_next=z_pred, target_next=z_targets[:, 0],
-            pred_rollout=pred_rollout, target_rollout=target_rollout, num_queries=hp.num_queries,
-            query_strategy=hp.query_strategy, grid_shape=self.grid_shape, generator=self.query_generator(),
-            per_sample=hp.per_sample_queries, sampled_gradient=bool(hp.sampled_inverse_gradient),
+            pred_rollout=pred_rollout, target_rollout=target_rollout, num_queries=sampling.num_queries,
+            query_strategy=sampling.strategy, grid_shape=self.grid_shape, generator=self.query_generator(),
+            per_sample=sampling.per_sample, sampled_gradient=self.operator_loss.sampled_gradient,
             **self._field_loss_inputs(b, z_pred, weights),
         )
         loss = bundle.total
         logs = {f"train/{name}": value for name, value in bundle.components.items()}
-        if not frozen and hp.lambda_recon > 0:
+        lambda_recon = self.operator_loss.lambda_recon
+        if not frozen and lambda_recon > 0:
             recon = inverse_encoding_loss(
-                split_fields(b.fields, self.field_spec), z_t, self.decoder, b.coords, 1.0, hp.num_queries,
-                hp.query_strategy, self.grid_shape, generator=self.query_generator(),
-                per_sample=hp.per_sample_queries, mask=b.mask,
+                split_fields(b.fields, self.field_spec), z_t, self.decoder, b.coords, 1.0, sampling.num_queries,
+                sampling.strategy, self.grid_shape, generator=self.query_generator(),
+                per_sample=sampling.per_sample, mask=b.mask,
             )
-            loss = loss + hp.lambda_recon * recon
+            loss = loss + lambda_recon * recon
             logs["train/L_recon"] = recon
         components = {name.removeprefix("train/"): value for name, value in logs.items()}
         if not self.loss_is_usable(loss, components, batch, batch_idx):
@@ -355,8 +315,9 @@ class OperatorModule(UPTModuleBase):
             return {}
         next_fields = b.targets[:, 0]
         conserving = weights["lambda_conservation"] > 0
-        decoded = self.decode(z_pred, b.coords) if self.hparams.lambda_spectral > 0 or conserving else None
-        spectral_pred = decoded if self.hparams.lambda_spectral > 0 else None
+        spectral = self.operator_loss.base["lambda_spectral"] > 0
+        decoded = self.decode(z_pred, b.coords) if spectral or conserving else None
+        spectral_pred = decoded if spectral else None
         return dict(
             input_fields=split_fields(next_fields, self.field_spec), decoder=self.decoder, input_positions=b.coords,
             encoder=self.encoder, query_positions=b.coords, coords=b.coords, meta=b.meta, mask=b.mask,

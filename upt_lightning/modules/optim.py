@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from lightning.pytorch.callbacks import Timer
@@ -23,8 +24,8 @@ def check_optim_settings(
     betas: Sequence[float], lr: float | None = None, muon_lr_ratio: float = 1.0,
 ) -> None:
     """Raise ValueError naming the first impossible setting (``lr`` too, when given)."""
-    if lr is not None and not lr > 0:
-        raise ValueError(f"optimizer lr must be positive, got {lr}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+        raise ValueError(f"the learning rate must be a positive number, got {lr!r}")
     if not (isinstance(muon_lr_ratio, (int, float)) and math.isfinite(muon_lr_ratio) and muon_lr_ratio > 0):
         raise ValueError(f"optim.muon_lr_ratio must be a positive number, got {muon_lr_ratio!r}")
     if optimizer not in OPTIMIZERS:
@@ -39,6 +40,40 @@ def check_optim_settings(
         raise ValueError(f"optim.min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(betas)}")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The optimiser and learning-rate schedule of one training stage (the Hydra group ``optim``, with the
+    stage's ``lr``): "adamw", "adam" or "muon" (Muon at ``muon_lr_ratio * lr`` for the weight matrices, AdamW
+    for the rest); a linear warm-up over ``warmup_fraction`` of the stage's steps, then "cosine" decays to
+    ``min_lr_ratio * lr`` at the last step, "constant" keeps ``lr``. Checked on construction."""
+
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.0
+    betas: Sequence[float] = (0.9, 0.999)
+    muon_lr_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_optim_settings(self.optimizer, self.scheduler, self.weight_decay, self.warmup_fraction,
+                             self.min_lr_ratio, self.betas, self.lr, muon_lr_ratio=self.muon_lr_ratio)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def as_dict(self) -> dict:
+        """Plain values, as checkpoints store them (betas a list)."""
+        return {**asdict(self), "betas": list(self.betas)}
+
+    def build(self, params: Iterable[torch.nn.Parameter], total_steps: int, clock: Callable[[], float] | None = None,
+              muon_exempt: Iterable[torch.nn.Parameter] = ()) -> dict:
+        """:func:`build_optimizer` with these settings."""
+        return build_optimizer(params, self.lr, total_steps, optimizer=self.optimizer, scheduler=self.scheduler,
+                               weight_decay=self.weight_decay, warmup_fraction=self.warmup_fraction,
+                               min_lr_ratio=self.min_lr_ratio, betas=self.betas, clock=clock,
+                               muon_lr_ratio=self.muon_lr_ratio, muon_exempt=muon_exempt)
 
 
 def lr_factor(

@@ -1,6 +1,6 @@
 """The base every surrogate module shares (UPT's two stages and the FNO baseline): the NaN guard of training
-losses, the optimiser built from the ``optim`` settings in the hyperparameters, the class path in checkpoints,
-and forecast evaluation.
+losses, the optimiser built from the module's ``optim_settings``, the class path in checkpoints (and the grouping
+of an earlier version's hyperparameters on loading), and forecast evaluation.
 
 Forecast evaluation (``validation_step``/``test_step``): loader 0 of val/test gives one-step metrics, loader 1
 rollout metrics per horizon step, both in physical units beside persistence (prediction = input frame). One
@@ -18,6 +18,8 @@ every step and warns on the first skip.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,7 +39,8 @@ from upt_lightning.modules.evaluation import (
     without_padding,
 )
 from upt_lightning.modules.nonfinite import HINT, all_finite, check_policy_supported, describe_nonfinite, finite_flag
-from upt_lightning.modules.optim import budget_clock, build_optimizer
+from upt_lightning.modules.optim import budget_clock
+from upt_lightning.runtime.legacy_hparams import legacy_init_arguments
 from upt_lightning.runtime.process_group import destroy_process_group_at_exit
 
 
@@ -107,17 +110,38 @@ class SurrogateModule(pl.LightningModule):
         if hparams is not None:
             hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
 
+    def save_init_arguments(self) -> None:
+        """``save_hyperparameters()`` of the calling ``__init__``, with each settings object (loss, sampling,
+        optim) stored as the plain mapping of its arguments, so checkpoints load with ``weights_only``."""
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        for store in (self._hparams, self._hparams_initial):
+            for key, value in store.items():
+                if hasattr(value, "as_dict"):
+                    store[key] = value.as_dict()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only: bool | None = None, **kwargs):
+        """Lightning's ``load_from_checkpoint``, always with ``weights_only=True`` (this library's checkpoints
+        hold tensors and plain types only; a file that holds more is refused). A checkpoint of an earlier version,
+        whose hyperparameters list the loss, sampling and optimiser settings one by one, has them grouped as the
+        constructor takes them (runtime/legacy_hparams.py)."""
+        if weights_only is False:
+            raise ValueError("load_from_checkpoint reads checkpoints with weights_only=True only: this library "
+                             "writes nothing else, and unpickling more could run code")
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            stored = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+            kwargs = {**legacy_init_arguments(stored.get("hyper_parameters") or {}), **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=True, **kwargs)
+
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
-        """The ``optim`` settings of the hyperparameters over the trainable parameters (modules/optim.py); the
-        weights acting on a conditioning vector (``conditioning_parameters``) stay off Muon."""
-        hp = self.hparams
-        return build_optimizer(
-            (p for p in self.parameters() if p.requires_grad), hp.lr, self.trainer.estimated_stepping_batches,
-            optimizer=hp.optimizer, scheduler=hp.scheduler,
-            weight_decay=hp.weight_decay, warmup_fraction=hp.warmup_fraction,
-            min_lr_ratio=hp.min_lr_ratio, betas=hp.betas, clock=budget_clock(self.trainer),
-            muon_lr_ratio=hp.muon_lr_ratio,
+        """``self.optim_settings`` (an :class:`~upt_lightning.modules.optim.OptimSettings`) over the trainable
+        parameters; the weights acting on a conditioning vector (``conditioning_parameters``) stay off Muon."""
+        return self.optim_settings.build(
+            (p for p in self.parameters() if p.requires_grad), self.trainer.estimated_stepping_batches,
+            clock=budget_clock(self.trainer),
             muon_exempt=[p for m in self.modules() if hasattr(m, "conditioning_parameters")
                          for p in m.conditioning_parameters()],
         )

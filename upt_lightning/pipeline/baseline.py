@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.baselines import FNOModule
 from upt_lightning.callbacks import InverseLossCurriculum, LatentCacheCallback
 from upt_lightning.pipeline.conservation import conservation_of
-from upt_lightning.pipeline.optim_settings import optim_settings
+from upt_lightning.pipeline.settings import optim_of
 from upt_lightning.pipeline.stage2 import fit_stage2
 
 
@@ -19,7 +19,7 @@ def build_fno_module(cfg: DictConfig, datamodule) -> FNOModule:
     and grid, trained at ``stage2.lr``."""
     sizes = {key: value for key, value in OmegaConf.to_container(cfg.model, resolve=True).items() if key != "kind"}
     return FNOModule(field_channels=datamodule.field_spec, grid_shape=datamodule.grid_shape, **sizes,
-                     lr=cfg.stage2.lr, nan_policy=cfg.get("nan_policy", "raise"), **optim_settings(cfg),
+                     optim=optim_of(cfg, cfg.stage2.lr), nan_policy=cfg.get("nan_policy", "raise"),
                      conservation=conservation_of(cfg))
 
 

@@ -9,22 +9,18 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
-from upt_lightning.losses.bundle import CURRICULUM_WEIGHT_KEYS, TERM_WEIGHT_KEYS
 from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.compile import compile_settings
-from upt_lightning.modules.nonfinite import NAN_POLICIES
-from upt_lightning.modules.optim import check_optim_settings
+from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement
 from upt_lightning.pipeline.model_kind import model_kind
-from upt_lightning.pipeline.optim_settings import optim_settings
+from upt_lightning.pipeline.settings import loss_of, optim_of, sampling_of
 from upt_lightning.pipeline.stage2 import stage2_mapping
 from upt_lightning.pipeline.time_budget import check_time_limits
-from upt_lightning.query_sampling import STRATEGIES
 
 log = logging.getLogger("upt_lightning.pipeline")
 
 FNO_SETTINGS = ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs")  # conf/model/fno.yaml
-LOSS_WEIGHTS = (*TERM_WEIGHT_KEYS, "lambda_recon", "inverse_loss_max_weight")
 # Stage-2 settings removed after their measurements (docs/accuracy.md, "Measured, not kept"). Hydra refuses ``stage2.anchor=true`` (no such key) and suggests ``+stage2.anchor=true``;
 # that, or an experiment file of an earlier version, lands here instead of being ignored without a word.
 REMOVED_STAGE2_SETTINGS = {"anchor": "anchored decoding", "input_noise": "training noise on the operator's input"}
@@ -58,8 +54,10 @@ def _several_processes(trainer: DictConfig) -> bool:
 
 def _check_nan_policy(cfg: DictConfig) -> None:
     policy = cfg.get("nan_policy", "raise")
-    if policy not in NAN_POLICIES:
-        raise ConfigError(f"nan_policy={policy!r} is unknown; choose one of {list(NAN_POLICIES)}")
+    try:
+        check_nan_policy(policy)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if policy == "skip" and _several_processes(cfg.trainer):
         raise ConfigError(
             "nan_policy=skip works on one process only, but the trainer group launches several (Lightning "
@@ -67,11 +65,16 @@ def _check_nan_policy(cfg: DictConfig) -> None:
         )
 
 
-def _check_optim(cfg: DictConfig) -> None:
-    try:
-        check_optim_settings(**optim_settings(cfg))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+def _check_settings_objects(cfg: DictConfig) -> None:
+    """Build the loss, sampling and both stages' optimiser settings once, before anything runs: each class
+    checks its own settings (ConfigError naming the key)."""
+    loss_of(cfg)
+    sampling_of(cfg)
+    for stage in ("stage1", "stage2"):
+        try:
+            optim_of(cfg, cfg[stage].lr)
+        except ConfigError as error:  # the stage's rate is not in the optim group: name its key
+            raise ConfigError(f"{stage}.lr: {error}" if "learning rate" in str(error) else str(error)) from None
 
 
 def _check_fno(cfg: DictConfig) -> None:
@@ -125,21 +128,6 @@ def _check_objective(cfg: DictConfig) -> None:
         )
 
 
-def _check_inverse_cap(cfg: DictConfig) -> None:
-    """A weight above the curriculum's cap would silently train with the cap (and a sweep over it would
-    give identical runs for different values)."""
-    cap = cfg.loss.get("inverse_loss_max_weight")
-    if cap is None:
-        return
-    for name in CURRICULUM_WEIGHT_KEYS:
-        value = cfg.loss.get(name)
-        if value is not None and value > cap:
-            raise ConfigError(
-                f"loss.{name}={value} exceeds loss.inverse_loss_max_weight={cap}, which caps it: the run would "
-                f"train with {cap}. Raise the cap (loss.inverse_loss_max_weight={value}) or lower the weight"
-            )
-
-
 def _check_removed_settings(cfg: DictConfig) -> None:
     """A removed stage-2 setting is refused, whatever its value: the run would otherwise not do what it says."""
     for key, what in REMOVED_STAGE2_SETTINGS.items():
@@ -161,24 +149,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(str(error)) from None
     _check_objective(cfg)
     check_time_limits(cfg)
-    _check_optim(cfg)
+    _check_settings_objects(cfg)
     _check_nan_policy(cfg)
-    sampling = cfg.sampling
-    if sampling.strategy not in STRATEGIES:
-        raise ConfigError(f"sampling.strategy={sampling.strategy!r} is unknown; choose one of {list(STRATEGIES)}")
-    _positive_int(cfg, "sampling.num_queries", sampling.num_queries, allow_none=True)
-    for name in LOSS_WEIGHTS:
-        value = cfg.loss.get(name)
-        if value is not None and value < 0:
-            raise ConfigError(f"loss.{name}={value} must be >= 0")
-    _check_inverse_cap(cfg)
-    _positive_int(cfg, "loss.inverse_loss_frequency", cfg.loss.inverse_loss_frequency)
-    if cfg.loss.inverse_loss_warmup_epochs < 0:
-        raise ConfigError(f"loss.inverse_loss_warmup_epochs={cfg.loss.inverse_loss_warmup_epochs} must be >= 0")
     for stage in ("stage1", "stage2"):
         _positive_int(cfg, f"{stage}.max_epochs", cfg[stage].max_epochs)
-        if not cfg[stage].lr > 0:
-            raise ConfigError(f"{stage}.lr={cfg[stage].lr} must be positive")
     latent_cache = cfg.stage2.get("latent_cache", False)
     if not isinstance(latent_cache, bool):
         raise ConfigError(f"stage2.latent_cache={latent_cache!r} must be true or false")

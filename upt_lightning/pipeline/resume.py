@@ -38,6 +38,10 @@ FREE_KEYS = ("resume", "evaluate", "objective", "data.num_workers", "data.conser
              "callbacks.checkpoint._target_", "callbacks.last_checkpoint._target_")
 # Removed settings and their value that meant "off": a run saved with that value trained as runs do now.
 REMOVED_OFF_VALUES = {"stage2.input_noise": 0.0}
+# Entries added since, with what a run saved without them did: the settings groups name the class that reads them.
+IMPLIED_VALUES = {"loss._target_": "upt_lightning.losses.OperatorLoss",
+                  "sampling._target_": "upt_lightning.query_sampling.QuerySampling",
+                  "optim._target_": "upt_lightning.modules.optim.OptimSettings"}
 UNREADABLE_SUFFIX = ".unreadable"
 FNO_SIZE_KEYS = ("n_modes", "hidden_channels", "n_layers", "fno_kwargs")
 
@@ -125,10 +129,14 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
     An entry absent on one side and null on the other does not differ: a run saved before a setting
     existed (say ``time_budget``) had what the setting's null default means, and continues. Likewise a
-    removed setting saved at its off value (:data:`REMOVED_OFF_VALUES`).
+    removed setting saved at its off value (:data:`REMOVED_OFF_VALUES`), and an entry added since with the
+    value that a run without it had (:data:`IMPLIED_VALUES`).
     """
     old, new = _flat(saved), _flat(current)
     old = {key: value for key, value in old.items() if (key, value) not in REMOVED_OFF_VALUES.items()}
+    for key, value in IMPLIED_VALUES.items():
+        if key.split(".")[0] in saved:
+            old.setdefault(key, value)
     free = tuple(FREE_KEYS) + tuple(f"{k}." for k in FREE_KEYS)
     return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
             for key in sorted(set(old) | set(new))

@@ -17,7 +17,7 @@ from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.multi_data import dataset_architectures, dataset_files, is_multi_data
-from upt_lightning.pipeline.optim_settings import DEFAULT_OPTIM, optim_settings
+from upt_lightning.pipeline.settings import DEFAULT_OPTIM, group_values, optim_identity, optim_of, sampling_of
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage1_callbacks
@@ -35,14 +35,14 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
         "stage1": _stage1_settings(cfg),
         "model": {k: OmegaConf.to_container(cfg.model, resolve=True).get(k)
                   for k in ("latent_tokens", "latent_dim", "grid_encoder", "mesh_encoder", "decoder")},
-        "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
+        "sampling": group_values(cfg, "sampling"),  # without _target_: the keys of earlier versions stay valid
         "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
         "data": data,
         "seed": cfg.seed,
     }
-    if cfg.get("optim") is not None and optim_settings(cfg) != DEFAULT_OPTIM:
+    if cfg.get("optim") is not None and optim_identity(cfg) != DEFAULT_OPTIM:
         # Only a changed optim group enters the key, so stage-1 caches made before the group existed stay valid.
-        identity["optim"] = optim_settings(cfg)
+        identity["optim"] = optim_identity(cfg)
     if data_file is not None and data_file.exists():
         stat = data_file.stat()
         identity["data_file"] = [stat.st_size, stat.st_mtime_ns]
@@ -105,13 +105,10 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         latent_tokens=model.latent_tokens,
         latent_dim=model.latent_dim,
         lambda_cycle=cfg.stage1.lambda_cycle,
-        num_queries=cfg.sampling.num_queries,
-        query_strategy=cfg.sampling.strategy,
-        per_sample_queries=cfg.sampling.per_sample,
-        lr=cfg.stage1.lr,
+        sampling=sampling_of(cfg),
+        optim=optim_of(cfg, cfg.stage1.lr),
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
-        **optim_settings(cfg),
     )
 
 

@@ -13,7 +13,7 @@ from upt_lightning.modules import OperatorModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.conservation import conservation_of
-from upt_lightning.pipeline.optim_settings import optim_settings
+from upt_lightning.pipeline.settings import loss_of, optim_of, sampling_of
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage2_callbacks
 
@@ -28,23 +28,21 @@ def stage2_mapping(cfg: DictConfig, key: str) -> dict | None:
 
 
 def build_operator_module(cfg: DictConfig, autoencoder_ckpt: Path) -> OperatorModule:
-    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    """The stage-2 module: the stage-1 checkpoint, the operator's architecture, and the loss, sampling and
+    optimiser objects that Hydra instantiates from their config groups (pipeline/settings.py)."""
     return OperatorModule(
         autoencoder_ckpt=str(autoencoder_ckpt),
         operator=OmegaConf.to_container(cfg.model.operator, resolve=True),
         freeze_autoencoder=cfg.freeze_autoencoder,
-        **loss,
-        num_queries=cfg.sampling.num_queries,
-        query_strategy=cfg.sampling.strategy,
-        per_sample_queries=cfg.sampling.per_sample,
+        loss=loss_of(cfg),
+        sampling=sampling_of(cfg),
+        optim=optim_of(cfg, cfg.stage2.lr),
         rollout_eval_mode=cfg.stage2.rollout_eval_mode,
+        conservation=conservation_of(cfg),
         latent_refinement=stage2_mapping(cfg, "latent_refinement"),
         inference_refinement=stage2_mapping(cfg, "inference_refinement"),
-        lr=cfg.stage2.lr,
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
-        **optim_settings(cfg),
-        conservation=conservation_of(cfg),
     )
 
 
