@@ -109,7 +109,7 @@ def test_the_fno_on_mesh_data_stops_before_generating_it_and_names_the_fix(tmp_p
     cfg = compose_train(["+experiment=burgers_fno", "data=burgers2d_mesh", f"data_dir={tmp_path / 'data'}",
                          f"+run_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match=r"model\.kind=fno \(the FNO baseline\) needs grid data.*"
-                                          r"pick grid data \(data=burgers2d.*or a UPT model \(model=small\)"):
+                                          r"pick grid data \(data=burgers2d.*UPT \(model=small.*the GINO baseline \(model=gino\)"):
         run_experiment(cfg)
     assert not (tmp_path / "data").exists()
 

@@ -15,7 +15,7 @@ from upt_lightning.baselines import FNOModule
 from upt_lightning.baselines.grid_layout import fourier_resample, grid_axes
 from upt_lightning.errors import CheckpointError
 from upt_lightning.runtime.checkpoints import checkpoint_kind, read_checkpoint
-from upt_lightning.pipeline.baseline import build_fno_module
+from upt_lightning.pipeline.baseline import build_baseline_module
 from upt_lightning.pipeline.resume import check_resume
 from upt_lightning.pipeline.run import build_datamodule
 from upt_lightning.pipeline.superres import superres_metrics
@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     cfg = compose_train([*tiny_overrides("burgers_fno", folder / "data"), "model.hidden_channels=16", "stage2.lr=3e-3"])
     datamodule = build_datamodule(cfg)
     pl.seed_everything(0)
-    model = build_fno_module(cfg, datamodule)
+    model = build_baseline_module(cfg, datamodule)
     before = _evaluate("validate", model, datamodule, "val")  # setup() takes the normalisation statistics
     batch = next(iter(datamodule.train_dataloader()))
     loss_before = _batch_loss(model, batch)

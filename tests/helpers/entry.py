@@ -52,6 +52,9 @@ TINY_DATA["multiphysics_upt"] = [
 # Experiments whose model is no UPT preset keep it (model=tiny would make them UPT runs), at a tiny size.
 TINY_MODEL = {"burgers_fno": ["model.n_modes=8", "model.hidden_channels=8", "model.n_layers=2"]}
 TINY_MODEL["ns2d_fno"] = TINY_MODEL["burgers_fno"]
+TINY_DATA["burgers_mesh_gino"] = [item for item in TINY_DATA["burgers_mesh_upt"] if not item.startswith(("model.", "sampling."))]
+TINY_MODEL["burgers_mesh_gino"] = ["model.latent_grid=8", "model.n_modes=4", "model.hidden_channels=8", "model.n_layers=1",
+                                   "model.radius=0.25"]
 
 
 def tiny_overrides(experiment: str, data_dir: Path) -> list[str]:

@@ -7,18 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from upt_lightning.baselines.grid_layout import fourier_resample, grid_axes, to_grid, to_points
+from upt_lightning.baselines.neuralop_base import NeuralopBaseline, check_positive_ints
 from upt_lightning.baselines.neuralop_import import require_neuralop
-from upt_lightning.fields import channel_names, total_channels, validate_field_spec
-from upt_lightning.modules.base import PreparedBatch
-from upt_lightning.modules.nonfinite import check_nan_policy
-from upt_lightning.modules.surrogate import SurrogateModule
-from upt_lightning.models.normalizer import FieldNormalizer
-from upt_lightning.modules.optim import OptimSettings
-from upt_lightning.settings import settings_of
 from upt_lightning.models.upt import check_decode_steps
+from upt_lightning.modules.base import PreparedBatch
+from upt_lightning.modules.optim import OptimSettings
 
 
 def modes_per_axis(n_modes: int | Sequence[int], grid_shape: Sequence[int]) -> tuple[int, ...]:
@@ -29,7 +24,7 @@ def modes_per_axis(n_modes: int | Sequence[int], grid_shape: Sequence[int]) -> t
     return tuple(modes)
 
 
-class FNOModule(SurrogateModule):
+class FNOModule(NeuralopBaseline):
     """``neuralop.models.FNO`` as a next-step surrogate, the baseline UPT is compared with.
 
     It predicts the change over one frame, ``u_{t+1} = u_t + FNO(u_t)`` on normalised fields: an untrained
@@ -38,7 +33,7 @@ class FNOModule(SurrogateModule):
     fields (B, N, C) on a row-major grid, targets (B, K, N, C) (the first frame is the training target),
     normalised with the training split's statistics (set from the DataModule at ``setup``, kept in the
     checkpoint). Validation and test report UPT's metrics under the same names
-    (:class:`~upt_lightning.modules.surrogate.SurrogateModule`, the base it shares with UPT's modules). The FNO has no time input: every step is one training frame.
+    (:class:`~upt_lightning.baselines.neuralop_base.NeuralopBaseline`, on the base it shares with UPT's modules). The FNO has no time input: every step is one training frame.
 
     Args:
         field_channels: ordered field spec, e.g. {"u": 1, "v": 1}.
@@ -54,6 +49,8 @@ class FNOModule(SurrogateModule):
         nan_policy: "raise" or "skip" on a NaN/Inf training loss, as for the UPT modules.
         conservation: the data set's declared quantities, whose drift the rollouts report (as for UPT).
     """
+
+    label = "FNO"
 
     def __init__(
         self,
@@ -77,41 +74,18 @@ class FNOModule(SurrogateModule):
         if too_many:
             axis, m, size = too_many[0]
             raise ValueError(f"n_modes={m} on grid axis {axis} exceeds its {size} points; choose at most {size}")
-        for name, value in (("hidden_channels", hidden_channels), ("n_layers", n_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
-        optim = self.optim_settings = settings_of(OptimSettings, optim, "optim")
-        self.nan_policy = check_nan_policy(nan_policy)
-        self.field_spec = validate_field_spec(field_channels)
-        self.num_channels = total_channels(self.field_spec)
-        self.normalizer = FieldNormalizer(self.num_channels, len(self.grid_shape))
+        check_positive_ints(hidden_channels=hidden_channels, n_layers=n_layers)
+        optim = self.init_baseline(field_channels, len(self.grid_shape), optim, nan_policy)
         fno_class = require_neuralop()
         self.fno = fno_class(n_modes=modes, in_channels=self.num_channels, out_channels=self.num_channels,
                              hidden_channels=hidden_channels, n_layers=n_layers, **dict(fno_kwargs or {}))
         self.save_init_arguments()
-        self.init_forecast_evaluation(channel_names(self.field_spec), conservation)
-
-    def state_dict(self, *args, **kwargs):
-        state = super().state_dict(*args, **kwargs)
-        # neuralop's BaseModel files its constructor arguments (functions, classes) under "_metadata"; those
-        # cannot be read with weights_only=True, and this module's hyperparameters rebuild the FNO anyway.
-        state.pop("_metadata", None)
-        return state
+        self.init_forecast_evaluation(self.channel_names(), conservation)
 
     # ----------------------------------------------------------------- setup
-    def setup(self, stage: str) -> None:
-        super().setup(stage)  # the process group's exit, the NaN policy against the world size
-        if self._trainer is None:
-            return
-        data = getattr(self.trainer, "datamodule", None)
-        if data is None:
-            return
-        found = {"fields": dict(data.field_spec), "grid": data.grid_shape}
-        if found != {"fields": self.field_spec, "grid": self.grid_shape}:
-            raise ValueError(f"the data ({found}) differ from what this FNO was built for "
-                             f"(fields {self.field_spec}, grid {self.grid_shape}): build it for this data")
-        if not bool(self.normalizer.initialised):
-            self.normalizer.set_stats(data.stats, dt=data.dt)
+    def data_identity(self, data) -> tuple[dict, dict]:
+        return ({"fields": dict(data.field_spec), "grid": data.grid_shape},
+                {"fields": self.field_spec, "grid": self.grid_shape})
 
     def prepare_batch(self, batch: Mapping[str, torch.Tensor]) -> PreparedBatch:
         """Normalise a grid batch: fields (B, N, C), targets (B, K, N, C), coords (B, N, d), dt (B,)."""
@@ -153,17 +127,6 @@ class FNOModule(SurrogateModule):
     def rollout_batch_normalised(self, b: PreparedBatch, steps: int) -> torch.Tensor:
         return self._roll(to_grid(b.fields, self.grid_shape), steps, list(range(1, steps + 1)))
 
-    # --------------------------------------------------------------- training
-    def training_step(self, batch, batch_idx):
-        b = self.prepare_batch(batch)
-        loss = F.mse_loss(self.predict_next_normalised(b), b.targets[:, 0])
-        if not self.loss_is_usable(loss, {"L_next": loss}, batch, batch_idx):
-            return None  # nan_policy=skip: Lightning runs no backward and no update for this batch
-        size = b.fields.shape[0]
-        self.log("train/loss", loss, batch_size=size)
-        self.log("loss", loss, prog_bar=True, logger=False, batch_size=size)
-        return loss
-
     # -------------------------------------------------------------- inference
     @torch.no_grad()
     def rollout(self, fields: torch.Tensor, coords: torch.Tensor, steps: int, dt: torch.Tensor | float | None = None,
@@ -188,11 +151,8 @@ class FNOModule(SurrogateModule):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         keep = check_decode_steps(decode_steps, steps)
+        self.check_frame_dt(dt)
         norm = self.normalizer
-        if dt is not None and not torch.allclose(norm.normalize_dt(dt), torch.ones((), device=norm.dt_ref.device),
-                                                 rtol=1e-3):
-            raise ValueError(f"the FNO baseline steps one training frame ({float(norm.dt_ref):g}) and has no time "
-                             f"input; got dt={dt}: pass dt=None or the data's frame spacing")
         grid = to_grid(norm.normalize_fields(fields.float()), self.grid_shape)
         if query_points is not None and query_points is not coords:
             grid = fourier_resample(grid, grid_axes(coords, "coords"), grid_axes(query_points, "query_points"))

@@ -3,7 +3,6 @@ when the inverse terms apply (with the bundle's defaults and curriculum, bundle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 from upt_lightning.losses.bundle import (
     CURRICULUM_WEIGHT_KEYS,

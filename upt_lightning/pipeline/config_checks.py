@@ -13,14 +13,17 @@ from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.compile import compile_settings
 from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement
-from upt_lightning.pipeline.model_kind import model_kind
+from upt_lightning.pipeline.model_kind import BASELINES, model_kind
 from upt_lightning.pipeline.settings import loss_of, optim_of, sampling_of
 from upt_lightning.pipeline.stage2 import stage2_mapping
 from upt_lightning.pipeline.time_budget import check_time_limits
 
 log = logging.getLogger("upt_lightning.pipeline")
 
-FNO_SETTINGS = ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs")  # conf/model/fno.yaml
+BASELINE_SETTINGS = {  # conf/model/fno.yaml, conf/model/gino.yaml
+    "fno": ("kind", "n_modes", "hidden_channels", "n_layers", "fno_kwargs"),
+    "gino": ("kind", "latent_grid", "radius", "n_modes", "hidden_channels", "n_layers", "gino_kwargs"),
+}
 # Stage-2 settings removed after their measurements (docs/accuracy.md, "Measured, not kept"). Hydra refuses ``stage2.anchor=true`` (no such key) and suggests ``+stage2.anchor=true``;
 # that, or an experiment file of an earlier version, lands here instead of being ignored without a word.
 REMOVED_STAGE2_SETTINGS = {"anchor": "anchored decoding", "input_noise": "training noise on the operator's input"}
@@ -77,19 +80,22 @@ def _check_settings_objects(cfg: DictConfig) -> None:
             raise ConfigError(f"{stage}.lr: {error}" if "learning rate" in str(error) else str(error)) from None
 
 
-def _check_fno(cfg: DictConfig) -> None:
-    """The FNO baseline: grid data, its sizes, none of UPT's stage-1 settings, and neuraloperator installed."""
-    if str(cfg.data.get("_target_", "")).endswith("MeshDataModule"):
+def _check_baseline(cfg: DictConfig, kind: str) -> None:
+    """A baseline (model.kind fno or gino): its settings, none of UPT's stage-1 settings, grid data for the FNO,
+    and neuraloperator installed."""
+    name = {"fno": "the FNO baseline", "gino": "the GINO baseline"}[kind]
+    if kind == "fno" and str(cfg.data.get("_target_", "")).endswith("MeshDataModule"):
         raise ConfigError(
             f"model.kind=fno (the FNO baseline) needs grid data, but data={cfg.data._target_} reads scattered points "
-            "(a mesh): pick grid data (data=burgers2d, burgers1d or pdebench), or a UPT model (model=small), "
-            "whose MeshEncoder reads meshes"
+            "(a mesh): pick grid data (data=burgers2d, burgers1d or pdebench), or a model that reads meshes: UPT "
+            "(model=small, its MeshEncoder) or the GINO baseline (model=gino)"
         )
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    unknown = sorted(set(model) - set(FNO_SETTINGS))
+    known = BASELINE_SETTINGS[kind]
+    unknown = sorted(set(model) - set(known))
     if unknown:
-        raise ConfigError(f"model.{unknown[0]} is not a setting of the FNO baseline (model.kind=fno); its settings "
-                          f"are {['model.' + key for key in FNO_SETTINGS]}")
+        raise ConfigError(f"model.{unknown[0]} is not a setting of {name} (model.kind={kind}); its settings "
+                          f"are {['model.' + key for key in known]}")
     modes = model.get("n_modes", 16)
     for index, value in enumerate(modes if isinstance(modes, list) else [modes]):
         _positive_int(cfg, f"model.n_modes[{index}]" if isinstance(modes, list) else "model.n_modes", value)
@@ -97,10 +103,10 @@ def _check_fno(cfg: DictConfig) -> None:
         if key in model:
             _positive_int(cfg, f"model.{key}", model[key])
     if cfg.autoencoder_ckpt:
-        raise ConfigError(f"autoencoder_ckpt={cfg.autoencoder_ckpt} is a UPT stage-1 checkpoint, but the FNO baseline "
+        raise ConfigError(f"autoencoder_ckpt={cfg.autoencoder_ckpt} is a UPT stage-1 checkpoint, but {name} "
                           "has no stage 1: drop autoencoder_ckpt")
     if cfg.stage2.get("latent_cache", False):
-        raise ConfigError("stage2.latent_cache=true encodes with UPT's stage-1 encoder, which the FNO baseline does "
+        raise ConfigError(f"stage2.latent_cache=true encodes with UPT's stage-1 encoder, which {name} does "
                           "not have: set stage2.latent_cache=false")
     from upt_lightning.baselines import require_neuralop
 
@@ -140,8 +146,8 @@ def _check_removed_settings(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
-    if model_kind(cfg) == "fno":
-        _check_fno(cfg)
+    if model_kind(cfg) in BASELINES:
+        _check_baseline(cfg, model_kind(cfg))
     else:
         try:
             compile_settings(OmegaConf.to_container(cfg.model, resolve=True).get("compile"))
@@ -193,6 +199,8 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
     if model_kind(cfg) == "fno":
         _fno_fits_grid(cfg, grid_shape)
         return
+    if model_kind(cfg) == "gino":
+        return  # its sizes are checked by GINOModule against the data's coordinate dimension
     if grid_shape is not None:
         _patch_divides(grid_shape, cfg.model.grid_encoder.patch_size)
         _patch_tokens_fit(cfg, grid_shape)

@@ -56,8 +56,9 @@ def conservation_by_dataset(cfg: DictConfig) -> dict | None:
 
 def check_multi_against_data(cfg: DictConfig, datamodule) -> None:
     """ConfigError, before training, for settings that one of the datasets cannot serve."""
-    if cfg.model.get("kind", "upt") == "fno":
-        raise ConfigError("model=fno trains on one dataset; give a one-dataset data group (e.g. data=burgers2d)")
+    if cfg.model.get("kind", "upt") != "upt":
+        raise ConfigError(f"model={cfg.model.kind} trains on one dataset; give a one-dataset data group "
+                          "(e.g. data=burgers2d)")
     if cfg.get("stage2", {}).get("latent_cache"):
         raise ConfigError("stage2.latent_cache serves one dataset; set stage2.latent_cache=false for data.datasets")
     declared = conservation_by_dataset(cfg) or {}

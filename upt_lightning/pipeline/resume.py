@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.runtime.checkpoint_io import remove_stale_temp_files
 from upt_lightning.errors import CheckpointError, ConfigError
 from upt_lightning.runtime.checkpoints import KIND_NAMES, checkpoint_kind, read_checkpoint
-from upt_lightning.pipeline.model_kind import model_kind
+from upt_lightning.pipeline.model_kind import BASELINES, model_kind
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -43,7 +43,6 @@ IMPLIED_VALUES = {"loss._target_": "upt_lightning.losses.OperatorLoss",
                   "sampling._target_": "upt_lightning.query_sampling.QuerySampling",
                   "optim._target_": "upt_lightning.modules.optim.OptimSettings"}
 UNREADABLE_SUFFIX = ".unreadable"
-FNO_SIZE_KEYS = ("n_modes", "hidden_channels", "n_layers", "fno_kwargs")
 
 
 def resume_mode(cfg: DictConfig) -> str:
@@ -176,7 +175,8 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
 
 def _check_stage2_checkpoint(path: Path, cfg: DictConfig) -> None:
     checkpoint = read_training_checkpoint(path, "resume")
-    kind, expected = checkpoint_kind(checkpoint), "fno" if model_kind(cfg) == "fno" else "operator"
+    configured = model_kind(cfg)
+    kind, expected = checkpoint_kind(checkpoint), configured if configured in BASELINES else "operator"
     if kind != expected:
         found = KIND_NAMES.get(kind, "no stage-2 hyperparameters")
         raise CheckpointError(
@@ -184,9 +184,10 @@ def _check_stage2_checkpoint(path: Path, cfg: DictConfig) -> None:
             "configured model (stage 1 resumes from its run dir by itself, or give autoencoder_ckpt=PATH)"
         )
     hparams = checkpoint["hyper_parameters"]
-    if expected == "fno":
-        saved = {f"model.{key}": hparams.get(key) for key in FNO_SIZE_KEYS}
-        current = {f"model.{key}": OmegaConf.to_container(cfg.model, resolve=True).get(key) for key in FNO_SIZE_KEYS}
+    if expected in BASELINES:
+        sizes = [key for key in OmegaConf.to_container(cfg.model, resolve=True) if key != "kind"]
+        saved = {f"model.{key}": hparams.get(key) for key in sizes}
+        current = {f"model.{key}": OmegaConf.to_container(cfg.model, resolve=True).get(key) for key in sizes}
     else:
         saved = {"model.operator": hparams.get("operator"),
                  "model.latent_tokens": hparams["autoencoder"].get("latent_tokens"),

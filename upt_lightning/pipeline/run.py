@@ -15,13 +15,13 @@ from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError, is_user_error
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
-from upt_lightning.pipeline.baseline import train_fno
+from upt_lightning.pipeline.baseline import train_baseline
 from upt_lightning.pipeline.config_checks import check_against_data, check_config
 from upt_lightning.pipeline.conservation import check_conservation
 from upt_lightning.pipeline.data_settings import datamodule_settings
 from upt_lightning.pipeline.data_checks import validate_data_once
 from upt_lightning.pipeline.evaluate import example_rollout, split_metrics, test_metrics, write_config
-from upt_lightning.pipeline.model_kind import LABELS, model_kind
+from upt_lightning.pipeline.model_kind import BASELINES, LABELS, model_kind
 from upt_lightning.pipeline.multi_data import check_multi_against_data, is_multi_data
 from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
@@ -111,9 +111,9 @@ def run_experiment(cfg: DictConfig) -> dict:
     lap("data_and_checks")
     log.info("run dir %s; the same command continues it after an interruption if it names "
              "hydra.run.dir=%s", run_dir, run_dir)
-    if kind == "fno":
+    if kind in BASELINES:
         autoencoder_ckpt = None
-        trainer, model, best = train_fno(cfg, datamodule, run_dir)
+        trainer, model, best = train_baseline(cfg, datamodule, run_dir)
     else:
         autoencoder_ckpt = obtain_autoencoder(cfg, datamodule, run_dir)
         lap("stage1")

@@ -17,7 +17,7 @@ from datetime import timedelta
 from omegaconf import DictConfig
 
 from upt_lightning.errors import ConfigError
-from upt_lightning.pipeline.model_kind import model_kind
+from upt_lightning.pipeline.model_kind import BASELINES, model_kind
 
 DURATION = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")
 DEFAULT_STAGE1_SHARE = 0.5
@@ -62,7 +62,7 @@ def stage_max_time(cfg: DictConfig, stage: str) -> timedelta | None:
     budget = parse_duration(cfg.get("time_budget"), "time_budget")
     if budget is None:
         return None
-    if model_kind(cfg) == "fno":
+    if model_kind(cfg) in BASELINES:
         return budget if stage == "stage2" else None
     share = stage1_share(cfg)
     return budget * (share if stage == "stage1" else 1 - share)

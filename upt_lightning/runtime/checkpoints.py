@@ -18,7 +18,7 @@ ARCH_KEYS = ("field_channels", "coord_dim", "grid_shape", "encoder", "decoder", 
              "datasets")
 STAGE1_PREFIXES = ("encoder.", "decoder.", "normalizer.")
 KIND_NAMES = {"autoencoder": "a stage-1 (autoencoder) checkpoint", "operator": "a stage-2 (OperatorModule) checkpoint",
-              "fno": "an FNO baseline checkpoint"}
+              "fno": "an FNO baseline checkpoint", "gino": "a GINO baseline checkpoint"}
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict[str, Any]:
@@ -51,11 +51,13 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = Fal
 
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
-    """"autoencoder" (stage 1), "operator" (stage 2), "fno" (the FNO baseline) or "unknown", judged from the
+    """"autoencoder" (stage 1), "operator" (stage 2), "fno", "gino" (the baselines) or "unknown", judged from the
     hyperparameters."""
     hparams = checkpoint.get("hyper_parameters") or {}
     if "operator" in hparams and "autoencoder" in hparams:
         return "operator"
+    if "latent_grid" in hparams and "radius" in hparams:
+        return "gino"
     if "n_modes" in hparams and "hidden_channels" in hparams:
         return "fno"
     if "field_channels" in hparams and "coord_dim" in hparams:
