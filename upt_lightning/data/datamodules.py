@@ -1,4 +1,5 @@
-"""LightningDataModules over trajectory files: grids (PDEBench layouts) and meshes (upt_mesh).
+"""LightningDataModules over trajectory files: grids (PDEBench layouts) and meshes (upt_mesh,
+shared_mesh).
 
 Trajectories are split into train/val/test by a seeded permutation of their ids, so no
 trajectory is in two splits. Normalisation statistics come from the train split only. Batches
@@ -431,6 +432,6 @@ class GridDataModule(TrajectoryDataModule):
 
 
 class MeshDataModule(TrajectoryDataModule):
-    """Mesh trajectories (``upt_mesh`` layout); batches are padded and carry ``mask`` (B, N)."""
+    """Mesh trajectories (``upt_mesh`` and ``shared_mesh`` layouts); batches are padded and carry ``mask`` (B, N)."""
 
     is_mesh = True

@@ -30,7 +30,8 @@ class TrajectorySource:
     trajectory), ``_points`` (N per trajectory), ``grid_shape`` (tuple, or None for meshes) and
     ``coord_dim``. Readers whose coordinates and times are the same for every trajectory set
     ``shared_grid = True``, so one copy is kept for all. ``metadata_cache_bytes`` bounds the
-    coordinates and times kept per process.
+    coordinates and times kept per process. A reader of another file format overrides
+    ``_check_format`` and ``_open`` (HDF5 by default; ``shared_mesh.py`` also opens ``.npz``).
     """
 
     layout: str = ""
@@ -41,10 +42,7 @@ class TrajectorySource:
         self.path = Path(path)
         if not self.path.exists():
             raise DataFileNotFoundError(f"data file {self.path} does not exist; check the path")
-        if not h5py.is_hdf5(self.path):
-            raise DataError(
-                f"{self.path} is not an HDF5 file; give a PDEBench or upt_mesh .h5 file"
-            )
+        self._check_format()
         self._handle: h5py.File | None = None
         self._pid: int | None = None
         self._field_spec: dict[str, int] = {}
@@ -64,6 +62,18 @@ class TrajectorySource:
         if min(self._steps) == 0:
             raise DataError(f"{self.path}: trajectory {self._steps.index(0)} has 0 time steps")
 
+    def _check_format(self) -> None:
+        """Raise :class:`DataError` unless the file is of a format this reader opens (HDF5 here)."""
+        if not h5py.is_hdf5(self.path):
+            raise DataError(
+                f"{self.path} is not an HDF5 file; give a PDEBench, upt_mesh or shared_mesh .h5 file "
+                "(or a shared_mesh .npz)"
+            )
+
+    def _open(self) -> h5py.File:
+        """A new read-only handle of the file, for this process (HDF5 here)."""
+        return open_hdf5(self.path)
+
     def _inspect(self, file: h5py.File) -> None:
         raise NotImplementedError
 
@@ -82,7 +92,7 @@ class TrajectorySource:
     def _file(self) -> h5py.File:
         # A handle inherited through fork belongs to the parent; HDF5 handles must not be shared.
         if self._handle is None or self._pid != os.getpid():
-            self._handle = open_hdf5(self.path)
+            self._handle = self._open()
             self._pid = os.getpid()
             self._datasets = {}
         return self._handle
