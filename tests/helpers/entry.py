@@ -49,6 +49,16 @@ TINY_DATA["multiphysics_upt"] = [
     "+data.datasets.ns2d.generate_options.num_steps=8", "+data.datasets.ns2d.generate_options.max_wavenumber=4",
     "+data.datasets.ns2d.generate_options.substeps=8", "sampling.num_queries=64",
 ]
+# A grid and a mesh dataset in one model: the mesh's encoder is a MeshEncoder stem around the grid's trunk.
+TINY_DATA["multiphysics_mesh_upt"] = [
+    "data.datasets.burgers.generate_options.resolution=16", "data.datasets.burgers.generate_options.num=10",
+    "+data.datasets.burgers.generate_options.num_steps=8",
+    "+data.datasets.burgers_mesh.generate_options.num=10", "+data.datasets.burgers_mesh.generate_options.resolution=16",
+    "+data.datasets.burgers_mesh.generate_options.min_points=150",
+    "+data.datasets.burgers_mesh.generate_options.max_points=200",
+    "+data.datasets.burgers_mesh.generate_options.num_steps=8", "sampling.num_queries=64",
+    "model.mesh_encoder.num_supernodes=32",
+]
 # Experiments whose model is no UPT preset keep it (model=tiny would make them UPT runs), at a tiny size.
 TINY_MODEL = {"burgers_fno": ["model.n_modes=8", "model.hidden_channels=8", "model.n_layers=2"]}
 TINY_MODEL["ns2d_fno"] = TINY_MODEL["burgers_fno"]

@@ -58,6 +58,29 @@ def build_operator(config: Mapping[str, Any] | None, latent_tokens: int, latent_
     return LatentOperator(latent_dim=latent_dim, latent_tokens=latent_tokens, **dict(config or {}))
 
 
+def encoder_kind(config: Mapping[str, Any] | None, grid_shape: Sequence[int] | None) -> str:
+    """The encoder kind ``config`` names, else the data's: "grid" with a grid, "mesh" without."""
+    return str((config or {}).get("kind") or ("grid" if grid_shape is not None else "mesh"))
+
+
+def dataset_encoder(encoder: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> dict:
+    """The encoder settings of one dataset of a multi-dataset model: ``spec["encoder"]`` over ``encoder``.
+
+    A dataset's ``encoder`` entry overrides keys of the model's ``encoder`` (a grid's ``patch_size``) when both
+    are of one kind. A dataset of another kind than ``encoder`` (a mesh dataset, ``{"kind": "mesh", ...}``, in
+    a model whose ``encoder`` is the grid one) inherits none of its keys: its entry holds its complete settings
+    (the pipeline writes ``model.mesh_encoder`` there). The kind of a dataset without one is its data's.
+    """
+    base, own, grid = dict(encoder or {}), dict(spec.get("encoder") or {}), spec.get("grid_shape")
+    kind = own.get("kind")
+    if kind is None:  # the model's kind where the data can take it (a mesh cannot take a grid encoder)
+        fits = base.get("kind") is not None and (base["kind"] != "grid" or grid is not None)
+        kind = base["kind"] if fits else encoder_kind(None, grid)
+    if encoder_kind(base, grid) != kind:
+        base = {}
+    return {**base, **own, "kind": kind}
+
+
 def build_autoencoder_parts(arch: Mapping[str, Any]) -> tuple[nn.Module, nn.Module, nn.Module, dict | None]:
     """(normaliser, encoder, decoder, dataset specs) of a stage-1 architecture ``arch``: field_channels, coord_dim and
     optionally grid_shape, encoder, decoder, latent_tokens (16), latent_dim (32), datasets (its checkpoint's
@@ -65,7 +88,9 @@ def build_autoencoder_parts(arch: Mapping[str, Any]) -> tuple[nn.Module, nn.Modu
 
     One dataset: a :class:`FieldNormalizer`, an encoder and a decoder, specs None. Several (``datasets``,
     ``{name: {field_channels, grid_shape, encoder}}``): each part is a :class:`DatasetSwitch` with one
-    normaliser, encoder stem and decoder head per dataset around shared trunks, and the checked specs.
+    normaliser, encoder stem and decoder head per dataset around shared trunks, and the checked specs. Grid
+    and mesh datasets mix: each dataset's encoder is of its own kind (:func:`dataset_encoder`), a
+    :class:`GridEncoder` patch stem for a grid, a :class:`MeshEncoder` supernode stem for a mesh.
     """
     coord_dim, encoder, decoder = int(arch["coord_dim"]), arch.get("encoder"), arch.get("decoder")
     latent_tokens, latent_dim = arch.get("latent_tokens", 16), arch.get("latent_dim", 32)
@@ -80,7 +105,7 @@ def build_autoencoder_parts(arch: Mapping[str, Any]) -> tuple[nn.Module, nn.Modu
     normalizer = DatasetSwitch({name: FieldNormalizer(total_channels(spec["field_channels"]), coord_dim)
                                 for name, spec in specs.items()})
     shared_enc = shared_encoder(
-        lambda name: build_encoder({**dict(encoder or {}), **specs[name]["encoder"]}, specs[name]["field_channels"],
+        lambda name: build_encoder(dataset_encoder(encoder, specs[name]), specs[name]["field_channels"],
                                    specs[name]["grid_shape"], coord_dim, latent_tokens, latent_dim),
         list(specs),
     )

@@ -1,9 +1,11 @@
 """One model over several datasets: dataset-specific stems and heads around shared trunks.
 
 Each dataset has its own fields (names, channel counts) and, for grids, its own grid. The encoder keeps
-one :class:`GridEncoder` / :class:`MeshEncoder` per dataset whose patch embedding (the *stem*: raw
-channels of one patch to the trunk width) and position table are its own, while the transformer trunk,
-final norm and pooling into latent tokens are one module shared by all of them. The decoder likewise
+one :class:`GridEncoder` / :class:`MeshEncoder` per dataset, of the dataset's kind (grids and meshes mix),
+whose *stem* is its own (a grid's patch embedding, raw channels of one patch to the trunk width, and
+position table; a mesh's supernode message passing), while the transformer trunk, final norm and pooling
+into latent tokens are one module shared by all of them (the pooling by all that pool alike: see
+:func:`shared_encoder`). The decoder likewise
 keeps one :class:`AnyPointDecoder` per dataset sharing the query embedding, the latent projection and
 the cross-attention trunk; only the output heads (one linear map per field) differ. All datasets meet
 in one latent space: the same number of tokens and channels, the same token anchors, one operator.
@@ -95,14 +97,31 @@ def tie_trunks(models: Mapping[str, nn.Module], trunk: Sequence[str]) -> None:
             setattr(model, attr, getattr(first, attr))
 
 
+def pooling_of(encoder: nn.Module) -> str:
+    """How an encoder pools its tokens into latent tokens: a GridEncoder's ``pooling`` ("patch": one linear map per
+    patch token; "perceiver"), a MeshEncoder's perceiver pooling."""
+    return str(getattr(encoder, "pooling", "perceiver"))
+
+
 def shared_encoder(build: Callable[[str], nn.Module], names: Sequence[str]) -> DatasetSwitch:
-    """Per-dataset encoders from ``build(name)`` with one shared trunk (:data:`ENCODER_TRUNK`)."""
+    """Per-dataset encoders from ``build(name)`` with one shared trunk (:data:`ENCODER_TRUNK`).
+
+    Grid and mesh encoders mix: every dataset's stem is its own (a GridEncoder's patch embedding, a MeshEncoder's
+    supernode message passing), the transformer blocks and final norm are shared by all, and the pooling into
+    latent tokens by all that pool alike (:func:`pooling_of`): with ``pooling="patch"`` grids share their
+    per-token projection and meshes their perceiver pooling; with ``"perceiver"`` one pooling serves all.
+    """
     parts = {name: build(name) for name in check_dataset_names(names)}
-    widths = {name: (p.dim, p.latent_tokens, p.latent_dim, p.pooling if hasattr(p, "pooling") else None)
-              for name, p in parts.items()}
-    if len(set(widths.values())) > 1:
-        raise ValueError(f"the datasets' encoders differ in width, tokens or pooling {widths}: they must share a trunk")
-    tie_trunks(parts, ENCODER_TRUNK)
+    widths = {name: {"dim": p.dim, "depth": p.depth, "num_heads": p.num_heads, "mlp_ratio": p.mlp_ratio,
+                     "latent_tokens": p.latent_tokens, "latent_dim": p.latent_dim} for name, p in parts.items()}
+    if len({tuple(w.items()) for w in widths.values()}) > 1:
+        raise ValueError(
+            f"the datasets' encoders differ in their trunk's width, depth, heads or tokens {widths}: they must share "
+            "a trunk (give model.grid_encoder and model.mesh_encoder the same dim, depth and num_heads)"
+        )
+    tie_trunks(parts, tuple(attr for attr in ENCODER_TRUNK if attr != "pool"))
+    for pooling in dict.fromkeys(pooling_of(p) for p in parts.values()):
+        tie_trunks({name: p for name, p in parts.items() if pooling_of(p) == pooling}, ("pool",))
     return DatasetSwitch(parts)
 
 

@@ -54,7 +54,9 @@ class UPTModuleBase(SurrogateModule):
             its arguments (the ``optim`` config group with the stage's ``lr``); default: AdamW at 1e-3, cosine.
         seed: base seed of the query-sampling generator (combined with rank and batch index).
         datasets: one model over several datasets: ``{name: {field_channels, grid_shape, encoder}}`` (``encoder``:
-            overrides of ``encoder`` for that dataset, e.g. its ``patch_size``). Each dataset gets its own
+            overrides of ``encoder`` for that dataset, e.g. its ``patch_size``; for a mesh dataset, ``grid_shape``
+            None, beside a grid ``encoder``: its complete MeshEncoder settings, ``{"kind": "mesh", ...}``, see
+            models/builders.py ``dataset_encoder``). Each dataset gets its own
             normaliser, encoder stem and decoder heads around shared trunks (models/multi_dataset.py); every
             batch names its dataset (``batch['dataset']``, from :class:`~upt_lightning.data.MultiDataModule`)
             and the module switches to it (:meth:`activate_dataset`). ``field_channels`` and ``grid_shape``

@@ -56,11 +56,11 @@ def check_autoencoder_ckpt(cfg: DictConfig, datamodule) -> None:
     arch, _ = load_autoencoder_checkpoint(path)
     if is_multi_data(cfg):
         _check_datasets(path, arch, dataset_architectures(cfg, datamodule))
-        grid = next(iter(datamodule.children.values())).grid_shape
+        kind = "grid"  # the model's encoder is the grid one; a mesh dataset's settings are in its entry, compared above
     else:
         _check_single(path, arch, cfg, datamodule)
-        grid = datamodule.grid_shape
-    stored, current = _model_in_config(cfg, "grid" if grid is not None else "mesh", arch)
+        kind = "grid" if datamodule.grid_shape is not None else "mesh"
+    stored, current = _model_in_config(cfg, kind, arch)
     mismatch = _differences(stored, current)
     if mismatch:
         raise CheckpointError(

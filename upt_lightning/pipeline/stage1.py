@@ -16,7 +16,7 @@ from upt_lightning.modules import AutoencoderModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.data_settings import datamodule_settings
-from upt_lightning.pipeline.multi_data import dataset_architectures, dataset_files, is_multi_data
+from upt_lightning.pipeline.multi_data import dataset_architectures, dataset_files, encoder_overrides, is_multi_data
 from upt_lightning.pipeline.settings import DEFAULT_OPTIM, group_values, optim_identity, optim_of, sampling_of
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.time_budget import stage_max_time
@@ -49,6 +49,9 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
     if is_multi_data(cfg):
         identity["data_files"] = [[f.stat().st_size, f.stat().st_mtime_ns] if f.exists() else None
                                   for f in dataset_files(cfg)]
+        overrides = encoder_overrides(cfg)
+        if overrides:  # only when given, so the keys of runs without them stay as they were
+            identity["dataset_encoders"] = overrides
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -132,6 +135,8 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     log.info("stage 1: training the autoencoder (cache key %s)", key)
     # Reseeded like stage 2: its random draws depend on the seed only, not on what ran before.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Several datasets: the model's encoder is the grid one; a mesh dataset's entry in its ``datasets`` names
+    # its MeshEncoder settings (dataset_architectures).
     encoder_kind = "grid" if is_multi_data(cfg) or datamodule.grid_shape is not None else "mesh"
     model = build_autoencoder(cfg, datamodule, encoder_kind)
     compiled = compile_parts(model, cfg.model.get("compile"))
