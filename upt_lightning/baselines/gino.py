@@ -54,7 +54,7 @@ class GINOModule(NeuralopBaseline):
         self,
         field_channels: Mapping[str, int],
         coord_dim: int = 2,
-        latent_grid: int | Sequence[int] = 16,
+        latent_grid: int | Sequence[int] = 24,
         radius: float = 0.08,
         n_modes: int = 8,
         hidden_channels: int = 32,

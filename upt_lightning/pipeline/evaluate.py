@@ -14,8 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from upt_lightning.baselines import FNOModule
-from upt_lightning.modules import OperatorModule
+from upt_lightning.modules.surrogate import SurrogateModule
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -38,7 +37,7 @@ def keep_fit_logs(trainer: pl.Trainer, split: str = "test") -> None:
     ]
 
 
-def split_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule, split: str) -> dict[str, float]:
+def split_metrics(trainer: pl.Trainer, model: SurrogateModule, datamodule, split: str) -> dict[str, float]:
     """Evaluate ``model`` on the validation (``split="val"``) or test split with trainer.validate/test;
     returns the merged {name: value} of both loaders (one-step and rollout), e.g. ``val/rollout_nrmse_h10``."""
     if split not in ("val", "test"):
@@ -53,7 +52,7 @@ def split_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamo
     return merged
 
 
-def test_metrics(trainer: pl.Trainer, model: OperatorModule | FNOModule, datamodule) -> dict[str, float]:
+def test_metrics(trainer: pl.Trainer, model: SurrogateModule, datamodule) -> dict[str, float]:
     """Run trainer.test; returns the merged {name: value} of both test loaders."""
     return split_metrics(trainer, model, datamodule, "test")
 
@@ -64,7 +63,7 @@ def _first_batch_to(loader, device):
 
 
 @torch.no_grad()
-def example_rollout(model: OperatorModule | FNOModule, datamodule, dataset: str | None = None) -> dict[str, torch.Tensor]:
+def example_rollout(model: SurrogateModule, datamodule, dataset: str | None = None) -> dict[str, torch.Tensor]:
     """First test rollout window: {"truth": (K, N, C), "pred": (K, N, C), "input": (N, C)}, raw values.
 
     ``dataset``: for a multi-dataset model, the name of ``datamodule``'s dataset; ``datamodule`` is then that
