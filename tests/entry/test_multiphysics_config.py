@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers.entry import compose_train, run_train
-from upt_lightning.data import GridDataModule, MultiDataModule
+from helpers.entry import compose_train, multi_datamodule_of as datamodule_of, run_train
+from upt_lightning.data import GridDataModule
 from upt_lightning.data.writers import PDEBench2DWriter
 from upt_lightning.errors import CheckpointError, ConfigError
 from upt_lightning.pipeline.checkpoint_checks import check_autoencoder_ckpt
@@ -37,14 +37,6 @@ def compose(two_files, *overrides):
         f"data.datasets.ns2d.path={two_files['ns2d']}", "data.rollout_horizon=3", "objective=val/rollout_nrmse_h3",
         *overrides,
     ])
-
-
-def datamodule_of(cfg) -> MultiDataModule:
-    settings = datamodule_settings(cfg)
-    settings.pop("_target_")
-    dm = MultiDataModule(**settings)
-    dm.setup("fit")
-    return dm
 
 
 def test_shared_window_settings_reach_every_dataset_and_evaluation_entries_do_not(two_files):

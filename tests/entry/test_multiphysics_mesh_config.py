@@ -9,8 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers.entry import compose_train, run_train
-from upt_lightning.data import MultiDataModule
+from helpers.entry import compose_train, multi_datamodule_of as datamodule_of, run_train
 from upt_lightning.data.writers import MeshWriter, PDEBench2DWriter
 from upt_lightning.errors import CheckpointError, ConfigError
 from upt_lightning.models.grid_encoder import GridEncoder
@@ -41,14 +40,6 @@ def compose(files, *overrides):
         f"data.datasets.burgers_mesh.path={files['burgers_mesh']}", "data.rollout_horizon=3",
         "objective=val/rollout_nrmse_h3", "model.mesh_encoder.num_supernodes=32", *overrides,
     ])
-
-
-def datamodule_of(cfg) -> MultiDataModule:
-    settings = datamodule_settings(cfg)
-    settings.pop("_target_")
-    dm = MultiDataModule(**settings)
-    dm.setup("fit")
-    return dm
 
 
 def test_the_mesh_dataset_gets_the_mesh_encoder_and_the_grid_its_patch_size(files):

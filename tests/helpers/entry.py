@@ -85,6 +85,18 @@ def compose_train(overrides: list[str], return_hydra_config: bool = False):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def multi_datamodule_of(cfg):
+    """The MultiDataModule that ``cfg``'s data group builds, set up for fitting."""
+    from upt_lightning.data import MultiDataModule
+    from upt_lightning.pipeline.data_settings import datamodule_settings
+
+    settings = datamodule_settings(cfg)
+    settings.pop("_target_")
+    datamodule = MultiDataModule(**settings)
+    datamodule.setup("fit")
+    return datamodule
+
+
 def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
