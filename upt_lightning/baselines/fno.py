@@ -12,7 +12,7 @@ from upt_lightning.baselines.grid_layout import fourier_resample, grid_axes, to_
 from upt_lightning.baselines.neuralop_base import NeuralopBaseline, check_positive_ints
 from upt_lightning.baselines.neuralop_import import require_neuralop
 from upt_lightning.models.upt import check_decode_steps
-from upt_lightning.modules.base import PreparedBatch
+from upt_lightning.modules.base import PreparedBatch, normalised_batch
 from upt_lightning.modules.optim import OptimSettings
 
 
@@ -99,12 +99,7 @@ class FNOModule(NeuralopBaseline):
                 f"{points[1]}) and targets (B, K, {points[0]}, {points[1]}), got {tuple(raw_fields.shape)} and "
                 f"{tuple(raw_targets.shape)}"
             )
-        norm = self.normalizer
-        return PreparedBatch(
-            fields=norm.normalize_fields(raw_fields), targets=norm.normalize_fields(raw_targets),
-            coords=norm.normalize_coords(batch["coords"].float()), dt=norm.normalize_dt(batch["dt"]).reshape(-1),
-            mask=None, meta={}, raw_fields=raw_fields, raw_targets=raw_targets,
-        )
+        return normalised_batch(batch, self.normalizer, self.field_spec)
 
     # ---------------------------------------------------------------- model
     def step_grid(self, grid: torch.Tensor) -> torch.Tensor:

@@ -10,20 +10,15 @@ import torch
 
 from upt_lightning.baselines.neuralop_base import NeuralopBaseline, check_positive_ints
 from upt_lightning.baselines.neuralop_import import require_gino
+from upt_lightning.models.anchors import cell_centred_grid
 from upt_lightning.models.upt import check_decode_steps
-from upt_lightning.modules.base import PreparedBatch
+from upt_lightning.modules.base import PreparedBatch, normalised_batch
 from upt_lightning.modules.optim import OptimSettings
 
 # Sizes of GINO's graph operators, smaller than neuralop's defaults (sized for 3D car surfaces): on the 2D
 # Burgers meshes these train about 3x faster per sample; ``gino_kwargs`` overrides any of them.
 GINO_DEFAULTS = {"in_gno_channel_mlp_hidden_layers": [64, 64], "out_gno_channel_mlp_hidden_layers": [128, 64],
                  "gno_embed_channels": 16}
-
-
-def latent_grid_points(sizes: Sequence[int]) -> torch.Tensor:
-    """Cell-centred points of a regular grid on [0, 1]^d: (*sizes, d), the latent grid GINO's FNO runs on."""
-    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in sizes]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
 class GINOModule(NeuralopBaseline):
@@ -84,7 +79,7 @@ class GINOModule(NeuralopBaseline):
             fno_n_layers=n_layers, fno_in_channels=channels, gno_use_open3d=False, gno_use_torch_scatter=False,
             **{**GINO_DEFAULTS, **dict(gino_kwargs or {})},
         )
-        self.register_buffer("latent_queries", latent_grid_points(sizes), persistent=False)
+        self.register_buffer("latent_queries", cell_centred_grid(sizes), persistent=False)  # (*sizes, d)
         self.save_init_arguments()
         self.init_forecast_evaluation(self.channel_names(), conservation)
 
@@ -94,19 +89,8 @@ class GINOModule(NeuralopBaseline):
                 {"fields": self.field_spec, "coordinate dimension": self.coord_dim})
 
     def prepare_batch(self, batch: Mapping[str, torch.Tensor]) -> PreparedBatch:
-        """Normalise a batch: fields (B, N, C), targets (B, K, N, C), coords (B, N, d), mask (B, N) or None."""
-        raw_fields, raw_targets = batch["fields"].float(), batch["targets"].float()
-        if raw_fields.ndim != 3 or raw_fields.shape[-1] != self.num_channels or raw_targets.ndim != 4 \
-                or raw_targets.shape[2:] != raw_fields.shape[1:]:
-            raise ValueError(f"a GINO for fields {self.field_spec} reads fields (B, N, {self.num_channels}) and targets "
-                             f"(B, K, N, {self.num_channels}), got {tuple(raw_fields.shape)} and {tuple(raw_targets.shape)}")
-        norm = self.normalizer
-        return PreparedBatch(
-            fields=norm.normalize_fields(raw_fields), targets=norm.normalize_fields(raw_targets),
-            coords=norm.normalize_coords(batch["coords"].float()),
-            dt=norm.normalize_dt(batch["dt"]).reshape(-1).expand(raw_fields.shape[0]),
-            mask=batch.get("mask"), meta={}, raw_fields=raw_fields, raw_targets=raw_targets,
-        )
+        """Normalise a grid or mesh batch (:func:`~upt_lightning.modules.base.normalised_batch`)."""
+        return normalised_batch(batch, self.normalizer, self.field_spec)
 
     # ---------------------------------------------------------------- model
     def step_points(self, fields: torch.Tensor, coords: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -30,11 +30,15 @@ def anchor_factors(num_tokens: int, coord_dim: int) -> tuple[int, ...]:
     return tuple(sorted(factors, reverse=True))
 
 
+def cell_centred_grid(sizes) -> torch.Tensor:
+    """Cell-centred points ``(*sizes, d)`` of a regular grid on [0, 1]^d, ``(i + 0.5) / n`` along each axis."""
+    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in sizes]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
 def _make_anchor_grid(num_tokens: int, coord_dim: int) -> tuple[torch.Tensor, float]:
     factors = anchor_factors(num_tokens, coord_dim)
-    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in factors]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(num_tokens, coord_dim)
-    return grid, 1.0 / min(factors)
+    return cell_centred_grid(factors).reshape(num_tokens, coord_dim), 1.0 / min(factors)
 
 
 _anchor_grid_cpu = lru_cache(maxsize=32)(_make_anchor_grid)

@@ -38,6 +38,30 @@ class PreparedBatch:
     raw_targets: torch.Tensor
 
 
+def normalised_batch(batch: Mapping[str, torch.Tensor], normalizer, field_spec: Mapping[str, int]) -> PreparedBatch:
+    """A DataModule batch (fields (B, N, C), targets (B, K, N, C), coords (B, N, d), dt, mask (B, N) or absent)
+    checked against ``field_spec`` and normalised by ``normalizer``; ``meta`` is left empty."""
+    channels = total_channels(field_spec)
+    raw_fields = batch["fields"].float()
+    raw_targets = batch["targets"].float()
+    if raw_fields.ndim != 3 or raw_fields.shape[-1] != channels:
+        raise ValueError(f"batch['fields'] must be (B, N, {channels}) for fields {dict(field_spec)}, "
+                         f"got {tuple(raw_fields.shape)}")
+    if raw_targets.ndim != 4 or raw_targets.shape[2:] != raw_fields.shape[1:]:
+        raise ValueError(f"batch['targets'] must be (B, K, N, C) matching fields {tuple(raw_fields.shape)}, "
+                         f"got {tuple(raw_targets.shape)}")
+    return PreparedBatch(
+        fields=normalizer.normalize_fields(raw_fields),
+        targets=normalizer.normalize_fields(raw_targets),
+        coords=normalizer.normalize_coords(batch["coords"].float()),
+        dt=normalizer.normalize_dt(batch["dt"]).reshape(-1).expand(raw_fields.shape[0]),
+        mask=batch.get("mask"),
+        meta={},
+        raw_fields=raw_fields,
+        raw_targets=raw_targets,
+    )
+
+
 class UPTModuleBase(SurrogateModule):
     """Encoder + decoder + normaliser + the plumbing both training stages need.
 
@@ -179,30 +203,9 @@ class UPTModuleBase(SurrogateModule):
         A multi-dataset model first switches to the batch's dataset (``batch['dataset']``)."""
         if self.dataset_specs is not None:
             self.activate_dataset(batch_dataset(batch, self.dataset_names))
-        raw_fields = batch["fields"].float()
-        raw_targets = batch["targets"].float()
-        if raw_fields.ndim != 3 or raw_fields.shape[-1] != self.num_channels:
-            raise ValueError(
-                f"batch['fields'] must be (B, N, {self.num_channels}) for fields {self.field_spec}, "
-                f"got {tuple(raw_fields.shape)}"
-            )
-        if raw_targets.ndim != 4 or raw_targets.shape[2:] != raw_fields.shape[1:]:
-            raise ValueError(
-                f"batch['targets'] must be (B, K, N, C) matching fields {tuple(raw_fields.shape)}, "
-                f"got {tuple(raw_targets.shape)}"
-            )
-        mask = batch.get("mask")
-        norm = self.normalizer
-        return PreparedBatch(
-            fields=norm.normalize_fields(raw_fields),
-            targets=norm.normalize_fields(raw_targets),
-            coords=norm.normalize_coords(batch["coords"].float()),
-            dt=norm.normalize_dt(batch["dt"]).reshape(-1).expand(raw_fields.shape[0]),
-            mask=mask,
-            meta=self.encoder_meta(mask),
-            raw_fields=raw_fields,
-            raw_targets=raw_targets,
-        )
+        prepared = normalised_batch(batch, self.normalizer, self.field_spec)
+        prepared.meta = self.encoder_meta(prepared.mask)
+        return prepared
 
     def encoder_meta(self, mask: torch.Tensor | None) -> dict:
         """What the encoder needs beside fields and points (models/upt.py, ``encoder_meta``)."""
