@@ -58,7 +58,7 @@ def cut_checkpoint(c, t):
 def mesh(c, t, *extra, supernodes=32):
     return ["+experiment=burgers_mesh_upt", f"data_dir={t / 'data'}", f"cache_dir={t / 'cache'}", *TINY_COMMON,
             f"data.path={mesh_file(t / 'm.h5', points=20)}", "data.generate=null", "sampling.num_queries=16",
-            f"model.mesh_encoder.num_supernodes={supernodes}", *extra]
+            "model.mesh_encoder.pooling=supernode", f"model.mesh_encoder.num_supernodes={supernodes}", *extra]
 
 
 def nan(key, index):

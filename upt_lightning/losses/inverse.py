@@ -98,11 +98,12 @@ def _sample_for_encoder(encoder, query_positions, coords, meta, num_queries, str
             "meta['supernode_idx'] indexes the full point set, so inverse_decoding_loss cannot re-encode a "
             "point subset with it; drop it from meta or set num_queries=None"
         )
-    if positions.shape[1] < encoder.num_supernodes:
+    supernodes = getattr(encoder, "num_supernodes", 0)  # a RegionEncoder reads any number of points
+    if positions.shape[1] < supernodes:
         raise ValueError(
             f"inverse_decoding_loss re-encodes subsets of {positions.shape[1]} points "
-            f"(num_queries={num_queries}) but the encoder needs at least num_supernodes={encoder.num_supernodes}; "
-            f"set num_queries >= {encoder.num_supernodes} or build the encoder with fewer supernodes"
+            f"(num_queries={num_queries}) but the encoder needs at least num_supernodes={supernodes}; "
+            f"set num_queries >= {supernodes} or build the encoder with fewer supernodes"
         )
     # Every sampled point is real, so the subset needs no mask.
     return positions, sampled_coords, {key: value for key, value in meta.items() if key != "mask"}

@@ -18,8 +18,12 @@ from upt_lightning.models.latent_operator import LatentOperator
 from upt_lightning.models.mesh_encoder import MeshEncoder
 from upt_lightning.models.multi_dataset import DatasetSwitch, dataset_specs, shared_decoder, shared_encoder
 from upt_lightning.models.normalizer import FieldNormalizer
+from upt_lightning.models.region_encoder import RegionEncoder
 
 ENCODER_KINDS = ("grid", "mesh")
+MESH_POOLINGS = ("supernode", "region")
+# MeshEncoder settings that only supernode pooling reads; a config may keep them beside pooling="region".
+SUPERNODE_KEYS = ("num_supernodes", "radius", "max_neighbours", "chunk_size", "search_budget_mib", "locality")
 
 
 def build_encoder(
@@ -30,7 +34,8 @@ def build_encoder(
     latent_tokens: int,
     latent_dim: int,
 ) -> nn.Module:
-    """GridEncoder when kind is "grid" (needs grid_shape), MeshEncoder when "mesh"."""
+    """GridEncoder when kind is "grid" (needs grid_shape); for "mesh", MeshEncoder (``pooling`` "supernode", the
+    default) or RegionEncoder (``pooling="region"``, which leaves the supernode settings unused)."""
     kwargs = dict(config or {})
     kind = kwargs.pop("kind", "grid" if grid_shape is not None else "mesh")
     if kind not in ENCODER_KINDS:
@@ -43,6 +48,12 @@ def build_encoder(
                 "use encoder kind 'mesh' (MeshEncoder) for mesh data"
             )
         return GridEncoder(grid_shape=tuple(grid_shape), **common, **kwargs)
+    pooling = kwargs.pop("pooling", "supernode")
+    if pooling not in MESH_POOLINGS:
+        raise ValueError(f"model.mesh_encoder.pooling={pooling!r} is unknown; choose one of {MESH_POOLINGS}")
+    if pooling == "region":
+        return RegionEncoder(coord_dim=coord_dim, **common,
+                             **{k: v for k, v in kwargs.items() if k not in SUPERNODE_KEYS})
     return MeshEncoder(coord_dim=coord_dim, **common, **kwargs)
 
 

@@ -209,8 +209,9 @@ def check_against_data(cfg: DictConfig, grid_shape, min_points: int | None = Non
         return
     if cfg.loss.lambda_spectral > 0:
         raise ConfigError("loss.lambda_spectral > 0 needs grid data; scattered points have no spatial FFT")
-    supernodes = cfg.model.mesh_encoder.num_supernodes
-    if min_points is not None and supernodes > min_points:
+    supernodes = cfg.model.mesh_encoder.get("num_supernodes")
+    supernode_pooling = cfg.model.mesh_encoder.get("pooling", "supernode") == "supernode"
+    if supernode_pooling and min_points is not None and supernodes is not None and supernodes > min_points:
         raise ConfigError(
             f"model.mesh_encoder.num_supernodes={supernodes} exceeds the {min_points} points of the smallest mesh "
             f"in {cfg.data.path}; set model.mesh_encoder.num_supernodes to at most {min_points}"

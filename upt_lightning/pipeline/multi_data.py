@@ -97,7 +97,7 @@ def check_multi_against_data(cfg: DictConfig, datamodule) -> None:
         raise ConfigError("loss.lambda_conservation > 0 needs every dataset to declare data.datasets.<name>.conservation")
     architectures = dataset_architectures(cfg, datamodule)  # patch sizes that fit every grid
     for name, child in datamodule.children.items():
-        if child.grid_shape is not None:
+        if child.grid_shape is not None or architectures[name]["encoder"].get("pooling") == "region":
             continue
         # The supernodes are drawn among each sample's points: a mesh with fewer cannot be encoded.
         supernodes = architectures[name]["encoder"].get(
@@ -148,6 +148,8 @@ def dataset_architectures(cfg: DictConfig, datamodule) -> dict[str, dict]:
         if kind == "mesh":
             entry = {"field_channels": dict(child.field_spec), "grid_shape": None,
                      "encoder": {"kind": "mesh", **mesh, **own}}
+            if entry["encoder"].get("pooling") == "region" and entry["encoder"].get("periodic") is None:
+                entry["encoder"]["periodic"] = getattr(child, "period", None) is not None
             trunk = {key: (encoder.get(key), entry["encoder"].get(key)) for key in TRUNK_KEYS}
             differ = {key: pair for key, pair in trunk.items() if pair[0] != pair[1]}
             if differ and any(other.grid_shape is not None for other in datamodule.children.values()):
