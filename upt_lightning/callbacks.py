@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 
 from upt_lightning.data.latent_cache import LatentCache
 from upt_lightning.losses import OperatorLoss
+from upt_lightning.models.init_from import in_frozen_trunk
 from upt_lightning.models.validation import DeferredFiniteChecks, defer_finite_checks, stop_deferring
 
 log = logging.getLogger("upt_lightning.callbacks")
@@ -204,3 +205,41 @@ class FinalValidation(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.should_stop:
             trainer.check_val_every_n_epoch = 1
+
+
+class FreezeTrunk(pl.Callback):
+    """Train only the stems and heads for the first ``epochs`` epochs of a model started from another's weights
+    (``init_from``), then everything.
+
+    Frozen (``requires_grad`` False, so they get no gradient and the optimiser skips them) are the parameters of
+    ``parts`` that :func:`~upt_lightning.models.init_from.in_frozen_trunk` names: the encoder's and decoder's
+    shared trunks (stage 1) and the operator's transformer blocks (stage 2). Stems, heads and the operator's
+    input/output projections and conditioning keep training. The state is a function of the epoch, set at every
+    epoch start and when training starts or resumes; one process only (DDP fixes the trainable set at its start).
+    """
+
+    def __init__(self, epochs: int, parts: tuple[str, ...]) -> None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"FreezeTrunk epochs must be an integer >= 0, got {epochs!r}")
+        self.epochs = epochs
+        self.parts = tuple(parts)
+
+    def _trunk(self, pl_module: pl.LightningModule) -> list:
+        return [p for name, p in pl_module.named_parameters()
+                if name.split(".", 1)[0] in self.parts and in_frozen_trunk(name)]
+
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        frozen = trainer.current_epoch < self.epochs
+        params = self._trunk(pl_module)
+        if any(p.requires_grad == frozen for p in params):
+            for p in params:
+                p.requires_grad_(not frozen)
+            log.info("epoch %d: %s the loaded trunks (%d tensors of %s)%s", trainer.current_epoch,
+                     "froze" if frozen else "unfroze", len(params), "/".join(self.parts),
+                     f" until epoch {self.epochs}" if frozen else "")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)

@@ -6,6 +6,7 @@
     upt validate --config conf/cli/burgers_upt.yaml --ckpt_path <checkpoint>
     upt test --config conf/cli/burgers_upt.yaml --ckpt_path <checkpoint>
     upt fit --config conf/cli/burgers_upt.yaml --print_config
+    upt fit --config conf/cli/burgers_autoencoder.yaml --init_from=<trained checkpoint>   # fine-tuning
 
 The model is any :class:`UPTModuleBase` (``AutoencoderModule``, ``OperatorModule``) and the data any
 :class:`TrajectoryDataModule`, both chosen by ``class_path`` in the config. The stage-1 model's
@@ -158,6 +159,36 @@ def checkpoint_report(callbacks) -> list[str]:
     return lines
 
 
+def check_init_from(subcommand: str, init_from: str | None, freeze_epochs: int | None) -> None:
+    """``--init_from`` names a UPT checkpoint of this library and is given to fit only; ``--init_from_freeze_epochs``
+    needs it."""
+    from upt_lightning.errors import ConfigError
+    from upt_lightning.models.init_from import check_init_checkpoint
+
+    if freeze_epochs is not None and freeze_epochs < 0:
+        raise ConfigError(f"--init_from_freeze_epochs={freeze_epochs} must be >= 0 (0: no freezing)")
+    if not init_from:
+        if freeze_epochs:
+            raise ConfigError("--init_from_freeze_epochs freezes the trunks that --init_from loads: give --init_from=CKPT")
+        return
+    if subcommand != "fit":
+        raise ConfigError(f"--init_from starts a fit from a trained model's weights; `upt {subcommand}` evaluates "
+                          "--ckpt_path: drop --init_from")
+    check_init_checkpoint(init_from, "--init_from")
+
+
+def start_from(model, trainer, init_from: str, freeze_epochs: int) -> None:
+    """Load ``model``'s parts (:func:`~upt_lightning.models.init_from.module_parts`) from ``init_from`` and, with
+    ``freeze_epochs``, freeze their trunks for that many epochs (a FreezeTrunk callback)."""
+    from upt_lightning.callbacks import FreezeTrunk
+    from upt_lightning.models.init_from import init_module_from, module_parts
+
+    parts = module_parts(model)
+    init_module_from(model, init_from, parts)
+    if freeze_epochs:
+        trainer.callbacks.append(FreezeTrunk(int(freeze_epochs), parts))
+
+
 def drop_unaccepted_link_values(model) -> None:
     """Remove data-link values from ``model``'s hyperparameters when its constructor lacks them.
 
@@ -196,6 +227,12 @@ def build_cli_class():
                     "data", f"model.init_args.{argument}", compute_fn=data_attribute(attribute),
                     apply_on="instantiate",
                 )
+            # train.py's init_from and init_from_freeze_epochs (docs/multiphysics.md, fine-tuning), for fit.
+            parser.add_argument("--init_from", type=str | None, default=None,
+                                help="fit: start the model from a trained UPT checkpoint's weights (the shared trunks; "
+                                     "stems, heads and normaliser of the dataset with the same fields)")
+            parser.add_argument("--init_from_freeze_epochs", type=int, default=0,
+                                help="fit with --init_from: epochs that train only the stems and heads")
 
         def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)
@@ -203,6 +240,8 @@ def build_cli_class():
             subcommand = self.config.get("subcommand")
             if subcommand is not None:
                 check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+                check_init_from(subcommand, self.config[subcommand].get("init_from"),
+                                self.config[subcommand].get("init_from_freeze_epochs"))
                 if "weights_only" in self.config[subcommand] and self.config[subcommand].weights_only is None:
                     # torch < 2.6 would default to full unpickling: load weights-only unless told otherwise
                     self.config[subcommand].weights_only = True
@@ -243,6 +282,11 @@ def build_cli_class():
                 # mistake; jsonargparse wraps their message in its own, report it unwrapped.
                 raise ConfigError(describe_root_cause(error)) from error
             drop_unaccepted_link_values(self.model)
+
+        def before_fit(self) -> None:
+            settings = self.config[self.subcommand]
+            if settings.get("init_from"):
+                start_from(self.model, self.trainer, settings.init_from, settings.get("init_from_freeze_epochs") or 0)
 
         def after_fit(self) -> None:
             if self.trainer.is_global_zero:

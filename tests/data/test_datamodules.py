@@ -63,6 +63,22 @@ def test_split_is_disjoint_complete_and_seeded(tmp_path):
     )
 
 
+def test_max_train_trajectories_keeps_the_first_of_the_split_and_leaves_val_and_test(tmp_path):
+    from upt_lightning.errors import DataError
+
+    write_1d(tmp_path / "a.h5", trajectories=12)
+    full = make(tmp_path / "a.h5", split=[0.5, 0.25, 0.25])
+    few = make(tmp_path / "a.h5", split=[0.5, 0.25, 0.25], max_train_trajectories=2)
+    assert len(full.train_trajectories) == 6 and few.train_trajectories == full.train_trajectories[:2]
+    assert (few.val_trajectories, few.test_trajectories) == (full.val_trajectories, full.test_trajectories)
+    assert len(few.train_set) == len(full.train_set) // 3
+    assert not torch.equal(few.stats["field_mean"], full.stats["field_mean"])  # statistics of the 2 only
+    with pytest.raises(DataError, match="max_train_trajectories=7 exceeds the 6 training trajectories"):
+        make(tmp_path / "a.h5", split=[0.5, 0.25, 0.25], max_train_trajectories=7)
+    with pytest.raises(ValueError, match="max_train_trajectories=0 must be an integer >= 1"):
+        GridDataModule(tmp_path / "a.h5", max_train_trajectories=0)
+
+
 def test_stats_are_train_only_mean_and_std(tmp_path):
     path = tmp_path / "a.h5"
     tensor = write_1d(path)

@@ -37,6 +37,10 @@ TINY_DATA = {
 
 
 TINY_DATA["burgers_fno"] = TINY_DATA["burgers_upt"]
+# Split 8 / 4 / 4 of 16 trajectories: the first 4 training ones, as the experiment takes the first 16 of 64.
+TINY_DATA["finetune_upt"] = ["data.generate_options.resolution=16", "data.generate_options.num=16",
+                             "+data.generate_options.num_steps=8", "data.max_train_trajectories=4",
+                             "sampling.num_queries=64"]
 TINY_DATA["ns2d_upt"] = ["data.generate_options.resolution=16", "data.generate_options.num=10",
                          "+data.generate_options.num_steps=8", "+data.generate_options.max_wavenumber=4",
                          "+data.generate_options.substeps=8", "sampling.num_queries=64"]

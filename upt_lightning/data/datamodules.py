@@ -63,6 +63,9 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
     frame along its trajectory: the first frames of a decaying flow are the hardest to reconstruct and
     the rarest kind of state in the file, and they are where every rollout starts.
 
+    ``max_train_trajectories``: train on the first that many trajectories of the training split only (its
+    statistics too); validation and test are unchanged, so runs with several limits compare on the same sets.
+
     ``period``: the domain's period along each axis in the file's units (one number for every axis, or
     one per axis), None for a domain that is not periodic. With a period the statistics map one period
     onto [0, 1) (``coord_max - coord_min = period``, the points centred in it) instead of stretching the
@@ -92,9 +95,15 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         pin_memory: bool | str = "auto",
         period: float | Sequence[float] | None = None,
         frame_weight_power: float = 0.0,
+        max_train_trajectories: int | None = None,
     ) -> None:
         super().__init__()
         period = check_period(period)
+        if max_train_trajectories is not None and (
+                isinstance(max_train_trajectories, bool) or not isinstance(max_train_trajectories, int)
+                or max_train_trajectories < 1):
+            raise ValueError(f"max_train_trajectories={max_train_trajectories!r} must be an integer >= 1, or null "
+                             "for the whole training split")
         for name, value in (
             ("batch_size", batch_size),
             ("train_horizon", train_horizon),
@@ -177,6 +186,16 @@ class TrajectoryDataModule(LoaderSettings, L.LightningDataModule):
         self.train_trajectories, self.val_trajectories, self.test_trajectories = split_trajectories(
             source.num_trajectories, self.split, hp.split_seed
         )
+        limit = hp.get("max_train_trajectories")
+        if limit is not None:
+            if limit > len(self.train_trajectories):
+                source.close()
+                raise DataError(
+                    f"max_train_trajectories={limit} exceeds the {len(self.train_trajectories)} training trajectories "
+                    f"of {self.path} (split {list(self.split)}); lower it, or generate more trajectories"
+                )
+            # The first ones of the split: validation and test stay the same whatever the limit.
+            self.train_trajectories = self.train_trajectories[:limit]
         windows = dict(stride=hp.window_stride, frame_stride=hp.frame_stride)
         self.train_set = TrajectoryWindows(
             source, self.train_trajectories, hp.train_horizon, **windows

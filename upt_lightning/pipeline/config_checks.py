@@ -13,7 +13,9 @@ from upt_lightning.models.grid_encoder import POOLINGS
 from upt_lightning.modules.compile import compile_settings
 from upt_lightning.modules.nonfinite import check_nan_policy
 from upt_lightning.models.refinement import check_inference_refinement, check_refinement
+from upt_lightning.pipeline.init_from import init_from_path
 from upt_lightning.pipeline.model_kind import BASELINES, model_kind
+from upt_lightning.models.init_from import check_init_checkpoint
 from upt_lightning.pipeline.settings import loss_of, optim_of, sampling_of
 from upt_lightning.pipeline.stage2 import stage2_mapping
 from upt_lightning.pipeline.time_budget import check_time_limits
@@ -144,6 +146,28 @@ def _check_removed_settings(cfg: DictConfig) -> None:
             )
 
 
+def _check_init_from(cfg: DictConfig) -> None:
+    """init_from names a UPT checkpoint of this library (FileNotFoundError / CheckpointError otherwise), and
+    init_from_freeze_epochs an epoch count that init_from gives a meaning to."""
+    epochs = cfg.get("init_from_freeze_epochs", 0)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+        raise ConfigError(f"init_from_freeze_epochs={epochs!r} must be an integer >= 0 (0: no freezing)")
+    path = init_from_path(cfg)
+    if path is None:
+        if epochs:
+            raise ConfigError(f"init_from_freeze_epochs={epochs} freezes the trunks that init_from loads, but init_from "
+                              "is null: give init_from=CKPT, or set init_from_freeze_epochs=0")
+        return
+    kind = model_kind(cfg)
+    if kind in BASELINES:
+        raise ConfigError(f"init_from={path} starts a UPT from a trained UPT's weights, but model.kind={kind} is a "
+                          "baseline: drop init_from, or pick a UPT model (model=small)")
+    check_init_checkpoint(path)
+    if epochs and _several_processes(cfg.trainer):
+        raise ConfigError("init_from_freeze_epochs > 0 works on one process only (DDP fixes the trainable "
+                          "parameters when it starts); set init_from_freeze_epochs=0 or use a one-device trainer")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key of the first impossible value."""
     if model_kind(cfg) in BASELINES:
@@ -154,6 +178,7 @@ def check_config(cfg: DictConfig) -> None:
         except ValueError as error:
             raise ConfigError(str(error)) from None
     _check_objective(cfg)
+    _check_init_from(cfg)
     check_time_limits(cfg)
     _check_settings_objects(cfg)
     _check_nan_policy(cfg)

@@ -26,7 +26,7 @@ from upt_lightning.pipeline.multi_data import check_multi_against_data, is_multi
 from upt_lightning.pipeline.superres import superres_metrics
 from upt_lightning.pipeline.report import print_summary, write_results
 from upt_lightning.pipeline.resume import check_resume
-from upt_lightning.pipeline.stage1 import obtain_autoencoder
+from upt_lightning.pipeline.stage1 import check_init_from_fits, obtain_autoencoder
 from upt_lightning.pipeline.stage2 import train_operator
 from upt_lightning.plots import conservation_curves, plot_conservation, plot_error_vs_horizon, plot_rollout_snapshots
 from upt_lightning.runtime.allocator import keep_freed_memory
@@ -106,6 +106,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         check_conservation(cfg, datamodule.field_names)
         validate_data_once(cfg, datamodule)
     check_autoencoder_ckpt(cfg, datamodule)
+    check_init_from_fits(cfg, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
     lap("data_and_checks")
@@ -135,6 +136,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         "objective_metric": cfg.objective,
         "model": kind,
         "autoencoder_ckpt": str(autoencoder_ckpt) if autoencoder_ckpt else None,
+        "init_from": str(cfg.init_from) if cfg.get("init_from") else None,
         "operator_ckpt": str(best) if best else None,
         "wall_time_s": round(time.time() - start, 1),
         "phase_times_s": phases,

@@ -8,14 +8,28 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from upt_lightning.errors import ConfigError
 from upt_lightning.runtime.checkpoint_io import atomic_copy, atomic_write_bytes
+from upt_lightning.runtime.checkpoints import KIND_NAMES, checkpoint_kind
+from upt_lightning.models.init_from import (
+    AUTOENCODER_PARTS,
+    PARTS,
+    check_init_checkpoint,
+    fields_of,
+    init_module_from,
+    match_datasets,
+    module_fields,
+    plan_init,
+)
+from upt_lightning.models.builders import build_operator
 from upt_lightning.modules import AutoencoderModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.data_settings import datamodule_settings
+from upt_lightning.pipeline.init_from import init_from_identity, init_from_path
 from upt_lightning.pipeline.multi_data import dataset_architectures, dataset_files, encoder_overrides, is_multi_data
 from upt_lightning.pipeline.settings import DEFAULT_OPTIM, group_values, optim_identity, optim_of, sampling_of
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
@@ -52,6 +66,9 @@ def stage1_key(cfg: DictConfig, data_file: Path | None) -> str:
         overrides = encoder_overrides(cfg)
         if overrides:  # only when given, so the keys of runs without them stay as they were
             identity["dataset_encoders"] = overrides
+    init_from = init_from_identity(cfg)
+    if init_from is not None:  # a stage 1 started from other weights is another model than one from scratch
+        identity["init_from"] = init_from
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -93,9 +110,17 @@ def decoder_settings(cfg: DictConfig, datamodule) -> dict:
     return decoder
 
 
+def stage1_encoder_kind(cfg: DictConfig, datamodule) -> str:
+    """The model's encoder: the grid one for grid data and for several datasets (a mesh dataset's entry in its
+    ``datasets`` names its MeshEncoder settings, dataset_architectures), the mesh one for mesh data."""
+    return "grid" if is_multi_data(cfg) or datamodule.grid_shape is not None else "mesh"
+
+
 def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> AutoencoderModule:
     model = cfg.model
     encoder = {"kind": encoder_kind, **OmegaConf.to_container(model[f"{encoder_kind}_encoder"], resolve=True)}
+    if encoder.get("pooling") == "region" and encoder.get("periodic") is None:
+        encoder["periodic"] = data_is_periodic(datamodule)  # the windows of border cells wrap on a periodic domain
     datasets = dataset_architectures(cfg, datamodule) if is_multi_data(cfg) else None
     first = next(iter(datasets.values())) if datasets else None
     return AutoencoderModule(
@@ -113,6 +138,27 @@ def build_autoencoder(cfg: DictConfig, datamodule, encoder_kind: str) -> Autoenc
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "raise"),
     )
+
+
+def check_init_from_fits(cfg: DictConfig, datamodule) -> None:
+    """Plan the whole load before stage 1 trains: a tensor of another shape (a trunk of another width, an operator
+    of another depth) raises now, not after stage 1. Logs the one summary of what is loaded and what starts fresh."""
+    path = init_from_path(cfg)
+    if path is None:
+        return
+    checkpoint = check_init_checkpoint(path)
+    with torch.random.fork_rng(devices=[]):  # the run's random draws stay as without this check
+        model = build_autoencoder(cfg, datamodule, stage1_encoder_kind(cfg, datamodule))
+        settings = OmegaConf.to_container(cfg.model.operator, resolve=True)
+        if model.dataset_specs is not None:
+            settings["num_datasets"] = len(model.dataset_specs)
+        operator = build_operator(settings, model.encoder.latent_tokens, model.encoder.latent_dim)
+    target = {**model.state_dict(), **{f"operator.{key}": value for key, value in operator.state_dict().items()}}
+    parts = ("operator",) if cfg.autoencoder_ckpt else PARTS
+    match = match_datasets(module_fields(model), fields_of(checkpoint["hyper_parameters"]))
+    plan = plan_init(target, checkpoint["state_dict"], match, parts, f"init_from={path}")
+    given = f"; the autoencoder comes from autoencoder_ckpt={cfg.autoencoder_ckpt}" if cfg.autoencoder_ckpt else ""
+    log.info("init_from=%s (%s): %s%s", path, KIND_NAMES[checkpoint_kind(checkpoint)], plan.summary(), given)
 
 
 def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
@@ -137,10 +183,11 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     log.info("stage 1: training the autoencoder (cache key %s)", key)
     # Reseeded like stage 2: its random draws depend on the seed only, not on what ran before.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    # Several datasets: the model's encoder is the grid one; a mesh dataset's entry in its ``datasets`` names
-    # its MeshEncoder settings (dataset_architectures).
-    encoder_kind = "grid" if is_multi_data(cfg) or datamodule.grid_shape is not None else "mesh"
-    model = build_autoencoder(cfg, datamodule, encoder_kind)
+    model = build_autoencoder(cfg, datamodule, stage1_encoder_kind(cfg, datamodule))
+    if init_from_path(cfg) is not None:
+        plan = init_module_from(model, init_from_path(cfg), AUTOENCODER_PARTS, log_summary=False)
+        log.info("stage 1: the autoencoder starts from init_from's weights (%d tensors loaded, %d fresh)",
+                 len(plan.loaded), len(plan.fresh))
     compiled = compile_parts(model, cfg.model.get("compile"))
     if compiled:
         log.info("stage 1: compiled %s with torch.compile", ", ".join(compiled))

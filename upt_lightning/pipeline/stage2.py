@@ -13,9 +13,11 @@ from upt_lightning.modules import OperatorModule
 from upt_lightning.modules.compile import compile_parts
 from upt_lightning.pipeline.checkpoint_checks import check_state_matches
 from upt_lightning.pipeline.conservation import conservation_of
+from upt_lightning.pipeline.init_from import init_from_path
 from upt_lightning.pipeline.settings import loss_of, optim_of, sampling_of
 from upt_lightning.pipeline.resume import stage_resume_checkpoint
 from upt_lightning.pipeline.trainers import final_checkpoint, make_trainer, stage2_callbacks
+from upt_lightning.models.init_from import init_module_from
 
 log = logging.getLogger("upt_lightning.pipeline")
 
@@ -69,6 +71,10 @@ def train_operator(cfg: DictConfig, datamodule, autoencoder_ckpt: Path, run_dir:
     # the operator's initial weights, the batch order and the query draws are the same.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_operator_module(cfg, autoencoder_ckpt)
+    if init_from_path(cfg) is not None:
+        plan = init_module_from(model, init_from_path(cfg), ("operator",), log_summary=False)
+        log.info("stage 2: the operator starts from init_from's weights (%d tensors loaded, %d fresh)",
+                 len(plan.loaded), len(plan.fresh))
     compiled = compile_parts(model, cfg.model.get("compile"))
     if compiled:
         log.info("stage 2: compiled %s with torch.compile", ", ".join(compiled))

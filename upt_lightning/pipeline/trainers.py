@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from upt_lightning.callbacks import FinalValidation, LatentCacheCallback
 from upt_lightning.runtime.checkpoint_io import AtomicCheckpointIO
 from upt_lightning.runtime.faults import fault_hooks
+from upt_lightning.pipeline.init_from import freeze_callbacks
 from upt_lightning.pipeline.multi_data import is_multi_data
 from upt_lightning.pipeline.time_budget import stage_max_time
 from upt_lightning.runtime.rng_state import RNGStateCheckpoint
@@ -84,7 +85,7 @@ def stage1_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
         callbacks.append(RichProgressBar())
     if cfg.callbacks.get("sync_free_checks") is not None:
         callbacks.append(instantiate(cfg.callbacks.sync_free_checks))
-    return callbacks
+    return callbacks + freeze_callbacks(cfg, "stage1")
 
 
 def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
@@ -96,7 +97,7 @@ def stage2_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
             callbacks.append(instantiate(spec, dirpath=str(out_dir / "checkpoints")))
         else:
             callbacks.append(instantiate(spec))
-    return callbacks
+    return callbacks + freeze_callbacks(cfg, "stage2")
 
 
 def final_checkpoint(trainer: pl.Trainer, out_dir: Path, fallback_name: str) -> Path:
