@@ -14,6 +14,7 @@ from upt_lightning.data.writers import MeshWriter, PDEBench2DWriter
 from upt_lightning.models import UPT
 from upt_lightning.models.grid_encoder import GridEncoder
 from upt_lightning.models.mesh_encoder import MeshEncoder
+from upt_lightning.models.region_encoder import RegionEncoder
 from upt_lightning.modules import AutoencoderModule, OperatorModule
 
 STEPS = 6
@@ -130,6 +131,22 @@ def test_each_dataset_gets_a_stem_of_its_kind_around_the_shared_trunk():
             "dt": torch.full((2,), 0.1), "dataset": torch.zeros(2, dtype=torch.long)}
     b = module.prepare_batch(grid)
     assert module.active_dataset == "flow" and b.meta == {"grid_shape": (16, 16)}
+
+
+def test_a_region_stem_shares_the_trunk_and_trains_its_own_fit_embedding():
+    """A mesh dataset with ``pooling="region"`` gets a RegionEncoder stem: one token per cell like the grid's patches,
+    around the same transformer trunk; its loss reaches its coefficient embedding and the trunk, not the grid's
+    stem."""
+    region = {"kind": "mesh", "pooling": "region", "degree": 2, "dim": 32, "depth": 1, "num_heads": 2}
+    module = autoencoder(datasets={**DATASETS, "cloud": {**DATASETS["cloud"], "encoder": region}})
+    flow, cloud = module.encoder.parts["flow"], module.encoder.parts["cloud"]
+    assert isinstance(cloud, RegionEncoder) and cloud.degree == 2
+    assert flow.blocks is cloud.blocks and flow.norm is cloud.norm
+    b = module.prepare_batch(mesh_batch())
+    module.decode(module.encode(b.fields, b.coords, b.meta), b.coords).square().mean().backward()
+    assert float(cloud.coefficient_embed.weight.grad.abs().sum()) > 0
+    assert float(next(iter(flow.blocks.parameters())).grad.abs().sum()) > 0
+    assert flow.patch_embed.weight.grad is None or float(flow.patch_embed.weight.grad.abs().sum()) == 0
 
 
 def test_encoder_trunks_that_cannot_be_shared_are_refused():
