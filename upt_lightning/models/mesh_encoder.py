@@ -13,10 +13,10 @@ from upt_lightning.models.blocks import PerceiverPooling, TransformerBlock
 from upt_lightning.models.embeddings import SincosEmbedding
 from upt_lightning.models.neighbourhoods import choose_supernodes, radius_neighbours
 from upt_lightning.models.validation import (
-    check_finite,
     check_heads,
     check_points_tensor,
     check_positive_int,
+    masked_points,
     read_mask,
 )
 
@@ -130,17 +130,8 @@ class MeshEncoder(nn.Module):
         return supernode_idx
 
     def forward(self, fields, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
-        x = cat_fields(fields, self.field_channels)
-        check_points_tensor("fields", x, x.shape[-1])
-        batch, count = x.shape[:2]
-        check_points_tensor("coords", coords, self.coord_dim, batch=batch, count=count)
-        mask = read_mask(meta, batch, count, x.device)
-        # Zero the padding so that junk there (even NaN) reaches neither sums nor gradients.
-        keep = mask.unsqueeze(-1)
-        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        coords = torch.where(keep, coords, torch.zeros((), dtype=coords.dtype, device=coords.device))
-        check_finite("fields", x)
-        check_finite("coords", coords)
+        x, coords, mask = masked_points(cat_fields(fields, self.field_channels), coords, self.coord_dim, meta)
+        batch = x.shape[0]
 
         forced = None if meta is None else meta.get("supernode_idx")
         supernode_idx = self.select_supernodes(coords, mask) if forced is None else self._forced_supernodes(forced, mask)

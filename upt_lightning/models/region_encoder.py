@@ -20,13 +20,7 @@ from upt_lightning.fields import cat_fields, total_channels, validate_field_spec
 from upt_lightning.models.anchors import anchor_factors, cell_centred_grid
 from upt_lightning.models.blocks import TransformerBlock
 from upt_lightning.models.embeddings import SincosEmbedding
-from upt_lightning.models.validation import (
-    check_finite,
-    check_heads,
-    check_points_tensor,
-    check_positive_int,
-    read_mask,
-)
+from upt_lightning.models.validation import check_heads, check_positive_int, masked_points
 
 
 def legendre(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -155,17 +149,7 @@ class RegionEncoder(nn.Module):
         return coefficients.view(batch, tokens, terms, channels)
 
     def forward(self, fields, coords: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
-        x = cat_fields(fields, self.field_channels)
-        check_points_tensor("fields", x, x.shape[-1])
-        batch, count = x.shape[:2]
-        check_points_tensor("coords", coords, self.coord_dim, batch=batch, count=count)
-        mask = read_mask(meta, batch, count, x.device)
-        keep = mask.unsqueeze(-1)
-        # Zero the padding so that junk there (even NaN) reaches neither sums nor gradients.
-        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        coords = torch.where(keep, coords, torch.zeros((), dtype=coords.dtype, device=coords.device))
-        check_finite("fields", x)
-        check_finite("coords", coords)
+        x, coords, mask = masked_points(cat_fields(fields, self.field_channels), coords, self.coord_dim, meta)
         coefficients = self.fit(x, coords, mask)
         tokens = self.coefficient_embed(coefficients.flatten(2)) + self.pos_embed
         for block in self.blocks:

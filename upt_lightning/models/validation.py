@@ -132,3 +132,20 @@ def read_mask(meta: Mapping | None, batch: int, count: int, device: torch.device
     if mask.dtype != torch.bool:
         raise ValueError(f"meta['mask'] must have dtype torch.bool (True = real point), got {mask.dtype}")
     return mask.to(device)
+
+
+def masked_points(
+    x: torch.Tensor, coords: torch.Tensor, coord_dim: int, meta: Mapping | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked fields ``(B, N, C)``, coords ``(B, N, coord_dim)`` and mask ``(B, N)`` of a padded batch of
+    scattered points, the padding zeroed so that junk there (even NaN) reaches neither sums nor gradients."""
+    check_points_tensor("fields", x, x.shape[-1])
+    batch, count = x.shape[:2]
+    check_points_tensor("coords", coords, coord_dim, batch=batch, count=count)
+    mask = read_mask(meta, batch, count, x.device)
+    keep = mask.unsqueeze(-1)
+    x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    coords = torch.where(keep, coords, torch.zeros((), dtype=coords.dtype, device=coords.device))
+    check_finite("fields", x)
+    check_finite("coords", coords)
+    return x, coords, mask
