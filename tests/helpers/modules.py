@@ -71,6 +71,12 @@ def make_trainer(tmp_path=None, **kwargs) -> pl.Trainer:
     return pl.Trainer(**defaults)
 
 
+def short_trainer(tmp_path, name: str, train_batches: int, **kwargs) -> pl.Trainer:
+    """One epoch of ``train_batches`` batches, two validation and test batches, under ``tmp_path / name``."""
+    return make_trainer(tmp_path / name, max_epochs=1, limit_train_batches=train_batches, limit_val_batches=2,
+                        limit_test_batches=2, **kwargs)
+
+
 def tiny_autoencoder(**kwargs):
     from upt_lightning.modules import AutoencoderModule
 

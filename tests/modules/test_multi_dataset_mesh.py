@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.modules import short_trainer
 from upt_lightning.data import MultiDataModule
 from upt_lightning.data.writers import MeshWriter, PDEBench2DWriter
 from upt_lightning.models import UPT
@@ -79,9 +80,7 @@ def autoencoder(encoder=ENCODER, datasets=DATASETS) -> AutoencoderModule:
 
 
 def trainer(tmp_path, name, **kwargs) -> pl.Trainer:
-    return pl.Trainer(default_root_dir=tmp_path / name, accelerator="cpu", devices=1, max_epochs=1,
-                      limit_train_batches=6, limit_val_batches=2, limit_test_batches=2, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return short_trainer(tmp_path, name, 6, **kwargs)
 
 
 def mesh_batch(counts=(50, 35), seed=0) -> dict:

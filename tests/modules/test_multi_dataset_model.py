@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.modules import short_trainer
 from upt_lightning.data import MultiDataModule
 from upt_lightning.data.writers import PDEBench2DWriter
 from upt_lightning.models import UPT, LatentOperator
@@ -57,9 +58,7 @@ def autoencoder() -> AutoencoderModule:
 
 
 def trainer(tmp_path, name, **kwargs) -> pl.Trainer:
-    return pl.Trainer(default_root_dir=tmp_path / name, accelerator="cpu", devices=1, max_epochs=1,
-                      limit_train_batches=4, limit_val_batches=2, limit_test_batches=2, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return short_trainer(tmp_path, name, 4, **kwargs)
 
 
 def grid_batch(module, name: str, batch: int = 2) -> dict:

@@ -84,7 +84,7 @@ class RegionEncoder(nn.Module):
         self.latent_dim, self.mlp_ratio = latent_dim, mlp_ratio
         self.cells_per_axis = anchor_factors(self.latent_tokens, self.coord_dim)
         centres = cell_centred_grid(self.cells_per_axis).reshape(self.latent_tokens, self.coord_dim)
-        self.register_buffer("centres", centres, persistent=False)
+        self.register_buffer("cells", torch.tensor(self.cells_per_axis), persistent=False)
         self.register_buffer(
             "exponents", torch.tensor(polynomial_exponents(self.coord_dim, self.degree)), persistent=False
         )
@@ -107,10 +107,10 @@ class RegionEncoder(nn.Module):
 
     def window_members(self, coords: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Point-window pairs: ``(batch, point, cell)`` long indices ``(P,)`` each and window coordinates ``(P, d)``."""
-        cells = torch.tensor(self.cells_per_axis, device=coords.device)
+        cells = self.cells
         scaled = coords * cells  # in cell widths
         home = scaled.floor().long().clamp(min=torch.zeros_like(cells), max=cells - 1)  # (B, N, d)
-        candidates = home.unsqueeze(2) + self.neighbour_offsets.to(coords.device)  # (B, N, 3^d, d)
+        candidates = home.unsqueeze(2) + self.neighbour_offsets  # (B, N, 3^d, d)
         inside = torch.ones(candidates.shape[:-1], dtype=torch.bool, device=coords.device)
         if self.periodic:
             candidates = candidates % cells

@@ -165,8 +165,6 @@ def obtain_autoencoder(cfg: DictConfig, datamodule, run_dir: Path) -> Path:
     """Path of the stage-1 checkpoint: given, cached, or trained now (and cached).
 
     An interrupted stage 1 resumes from ``run_dir/stage1/checkpoints``; the cache entry appears
-    if encoder.get("pooling") == "region" and encoder.get("periodic") is None:
-        encoder["periodic"] = data_is_periodic(datamodule)  # the windows of border cells wrap on a periodic domain
     only when stage 1 has finished, in one atomic rename, so it never holds a half-trained model.
     """
     if cfg.autoencoder_ckpt:
